@@ -1,0 +1,158 @@
+"""Command line: `python -m search.launch SPACE_FILE [options]` runs a study and summarises it."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+from typing import Any
+
+from search.errors import SpaceError
+from search.space import SearchSpace
+from search.space import load_space
+
+EXIT_BAD_INPUT = 2
+EXIT_ALL_FAILED = 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word such as `--set data_source=bundled`
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.launch",
+        description=(
+            "Run a hyperparameter study: Optuna (TPE) suggests configurations, ASHA stops weak "
+            "trials early, Ray Tune runs the trials, MLflow records everything. Options left out "
+            "take the values the space file sets."
+        ),
+        epilog="Example: python -m search.launch spaces/mnist.py --trials 8 --max-epochs 4",
+    )
+    parser.add_argument("space_file", type=Path, help="a space file defining SPACE = SearchSpace(...)")
+    budget = parser.add_argument_group("budget")
+    budget.add_argument("--trials", type=_positive_int, metavar="N", help="number of trials")
+    budget.add_argument("--max-epochs", type=_positive_int, metavar="N", help="epochs of a trial never stopped early")
+    budget.add_argument("--grace-period", type=_positive_int, metavar="N", help="epochs before a trial may be stopped early")
+    budget.add_argument("--seed", type=int, metavar="N", help="seed of the searcher and the trials")
+    resources = parser.add_argument_group("resources")
+    resources.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
+    resources.add_argument("--cpus-per-trial", type=_non_negative_float, metavar="X", help="CPUs reserved per trial")
+    resources.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="X", help="GPUs reserved per trial (fractions allowed)")
+    recording = parser.add_argument_group("recording")
+    recording.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space's name)")
+    recording.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite store in the results directory)")
+    recording.add_argument("--results-dir", type=Path, default=Path("results"), metavar="DIR", help="MLflow store, artifacts and Ray trial directories (default: ./results)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a constant passed to every trial, e.g. --set data_source=bundled (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Ray Tune's full status table")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser
+
+
+def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpace:
+    """The space with command-line options applied (validated again)."""
+    fields = {
+        "num_samples": options.trials,
+        "max_epochs": options.max_epochs,
+        "grace_period": options.grace_period,
+        "seed": options.seed,
+        "max_concurrent": options.max_concurrent,
+        "cpus_per_trial": options.cpus_per_trial,
+        "gpus_per_trial": options.gpus_per_trial,
+    }
+    changes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
+    if changes.get("max_epochs") is not None and options.grace_period is None:
+        changes["grace_period"] = min(space.grace_period, changes["max_epochs"])
+    if options.overrides:
+        changes["constants"] = {**space.constants, **dict(options.overrides)}
+    return space.replace(**changes) if changes else space
+
+
+def _check_results_dir(results_dir: Path) -> None:
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise SpaceError(f"Results directory {results_dir} is not writable: {error.strerror}.") from error
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    try:
+        space = apply_options(load_space(options.space_file), options)
+        _check_results_dir(options.results_dir)
+    except SpaceError as error:
+        if options.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from search.study import format_table
+    from search.study import run_study
+    from search.tracking import ui_command
+
+    print(
+        f"Study '{space.name}': {space.num_samples} trials of up to {space.max_epochs} epochs, "
+        f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}",
+        flush=True,
+    )
+    result = run_study(
+        space,
+        results_dir=options.results_dir,
+        experiment=options.experiment,
+        tracking_uri=options.tracking_uri,
+        space_file=options.space_file,
+        verbose=options.verbose,
+    )
+    table = result.trials
+    counts = table["status"].value_counts() if not table.empty else {}
+    minutes, seconds = divmod(int(result.wall_time_s), 60)
+    print(
+        f"\nStudy {result.name} ended in {minutes}m {seconds:02d}s: {len(table)} trials "
+        f"({counts.get('finished', 0)} finished, {counts.get('stopped', 0)} stopped early, "
+        f"{counts.get('failed', 0)} failed)."
+    )
+    print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}):")
+    print(format_table(table, rows=10))
+    print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
+    print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
+    if not table.empty and (table["status"] == "failed").all():
+        print("error: every trial failed; see the 'error' tag of each trial run.", file=sys.stderr)
+        return EXIT_ALL_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A compact progress view: one line per trial that ends, with the study's running totals."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TextIO
+
+from ray import tune
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{seconds:02d}"
+
+
+class ProgressLines(tune.Callback):
+    """Print a line whenever a trial finishes, is stopped early or fails.
+
+    Example line::
+
+        [02:41] trial-007 stopped at epoch 2: val_accuracy=0.912 epoch_time_s=0.383 | 7/20 ended
+        (4 finished, 2 stopped, 1 failed), 2 running, best val_accuracy=0.968 (trial-003)
+    """
+
+    def __init__(
+        self,
+        *,
+        total: int,
+        objectives: dict[str, str],
+        name_of: Callable[[Trial], str],
+        stopped_early: Callable[[str], bool],
+        stream: TextIO = sys.stdout,
+    ) -> None:
+        self.total = total
+        self.objectives = objectives
+        self.primary, self.mode = next(iter(objectives.items()))
+        self.name_of = name_of
+        self.stopped_early = stopped_early
+        self.stream = stream
+        self.start = time.monotonic()
+        self.counts = {"finished": 0, "stopped": 0, "failed": 0}
+        self.best: tuple[float, str] | None = None
+
+    def _say(self, text: str, trials: list, ended_trial: Trial) -> None:
+        ended = sum(self.counts.values())
+        running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended_trial)
+        best = (
+            f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
+        )
+        print(
+            f"[{_clock(time.monotonic() - self.start)}] {text} | {ended}/{self.total} ended "
+            f"({self.counts['finished']} finished, {self.counts['stopped']} stopped, "
+            f"{self.counts['failed']} failed), {running} running{best}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
+    ) -> None:
+        value = result.get(self.primary)
+        if isinstance(value, (int, float)):
+            better = self.best is None or (
+                value > self.best[0] if self.mode == "max" else value < self.best[0]
+            )
+            if better:
+                self.best = (float(value), self.name_of(trial))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        result = trial.last_result or {}
+        status = "stopped" if self.stopped_early(trial.trial_id) else "finished"
+        self.counts[status] += 1
+        shown = " ".join(
+            f"{metric}={result[metric]:.4g}" for metric in self.objectives if metric in result
+        )
+        self._say(f"{self.name_of(trial)} {status} at epoch {result.get('epoch', '?')}: {shown}", trials, trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        from search.tracking import error_message
+
+        self.counts["failed"] += 1
+        self._say(f"{self.name_of(trial)} FAILED: {error_message(trial)[:200]}", trials, trial)

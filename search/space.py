@@ -1,0 +1,278 @@
+"""Search spaces: declared in plain Python space files, validated before anything runs.
+
+A space file defines `SPACE = SearchSpace(...)`. The parameter domains (`Float`, `Int`,
+`Choice`) are declarations only; `SearchSpace.suggest` turns them into Optuna `suggest_*` calls.
+This module imports neither TensorFlow nor Ray, so loading a space file is instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import sys
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from search.errors import SpaceError
+
+if TYPE_CHECKING:
+    import optuna
+
+MODES = ("max", "min")
+
+
+@dataclasses.dataclass(frozen=True)
+class Float:
+    """A real number in `[low, high]`, sampled on a log scale when `log=True`, or on a grid of `step`."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def validate(self, name: str) -> None:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise SpaceError(f"`{name}`: bounds must be finite, but got low={self.low}, high={self.high}.")
+        if not self.low < self.high:
+            raise SpaceError(
+                f"`{name}`: the range is empty or inverted; `low < high` must hold, "
+                f"but got low={self.low}, high={self.high}."
+            )
+        if self.log and self.low <= 0:
+            raise SpaceError(f"`{name}`: a log-scale range needs `low > 0`, but got low={self.low}.")
+        if self.log and self.step is not None:
+            raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
+        if self.step is not None and not 0 < self.step <= self.high - self.low:
+            raise SpaceError(
+                f"`{name}`: `step` must be in (0, high - low], but got step={self.step}."
+            )
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+
+    def bounds(self) -> tuple[Any, Any]:
+        return self.low, self.high
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    """An integer in `[low, high]`, sampled on a log scale when `log=True`."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def validate(self, name: str) -> None:
+        if not (isinstance(self.low, int) and isinstance(self.high, int)):
+            raise SpaceError(f"`{name}`: Int bounds must be integers, but got low={self.low!r}, high={self.high!r}.")
+        if not self.low < self.high:
+            raise SpaceError(
+                f"`{name}`: the range is empty or inverted; `low < high` must hold, "
+                f"but got low={self.low}, high={self.high}."
+            )
+        if self.log and self.low <= 0:
+            raise SpaceError(f"`{name}`: a log-scale range needs `low > 0`, but got low={self.low}.")
+        if self.log and self.step != 1:
+            raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
+
+    def bounds(self) -> tuple[Any, Any]:
+        return self.low, self.high
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a fixed list of values (numbers, strings or booleans)."""
+
+    options: Sequence[Any]
+
+    def validate(self, name: str) -> None:
+        if isinstance(self.options, (str, bytes)) or not isinstance(self.options, Sequence):
+            raise SpaceError(f"`{name}`: Choice takes a list of options, but got {self.options!r}.")
+        if len(self.options) == 0:
+            raise SpaceError(f"`{name}`: Choice needs at least one option, but got an empty list.")
+        if len(set(map(repr, self.options))) != len(self.options):
+            raise SpaceError(f"`{name}`: Choice options must be distinct, but got {list(self.options)}.")
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.options))
+
+
+
+Domain = Float | Int | Choice
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """What a study searches, what it optimises and how big it is by default.
+
+    Args:
+        name: the study's name; also the default MLflow experiment name.
+        trainable: `trainable(config, report=...) -> dict`, run once per trial. It receives every
+            searched parameter, every constant and `epochs`, calls `report(metrics)` at least once
+            per epoch with an `epoch` entry, and returns its final metrics. If it has a `metrics`
+            attribute (names it reports), objectives are checked against it.
+        params: parameter name -> `Float`, `Int` or `Choice`.
+        objectives: metric name -> "max" or "min". The first is the primary objective: early
+            stopping (ASHA) ranks trials by it.
+        constants: configuration passed unchanged to every trial.
+        num_samples: trials in the study.
+        max_epochs: epochs of a trial that is never stopped early.
+        grace_period: epochs every trial runs before ASHA may stop it.
+        reduction_factor: ASHA keeps the top 1/reduction_factor of trials at each rung.
+        max_concurrent: trials running at once (each takes `cpus_per_trial` CPUs).
+        cpus_per_trial: CPUs Ray reserves for a trial; TensorFlow's thread pools match it.
+        gpus_per_trial: GPUs Ray reserves for a trial (fractions pack trials on one GPU).
+        seed: seeds the searcher (and every trial's `seed`, unless a constant sets it).
+    """
+
+    name: str
+    trainable: Callable[..., dict[str, float]]
+    params: Mapping[str, Domain]
+    objectives: Mapping[str, str]
+    constants: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    num_samples: int = 16
+    max_epochs: int = 8
+    grace_period: int = 1
+    reduction_factor: int = 3
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def primary_metric(self) -> str:
+        return next(iter(self.objectives))
+
+    @property
+    def primary_mode(self) -> str:
+        return self.objectives[self.primary_metric]
+
+    def validate(self) -> None:
+        """Raise `SpaceError` naming the first problem found."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SpaceError(f"`name` must be a non-empty string, but got name={self.name!r}.")
+        if not callable(self.trainable):
+            raise SpaceError(f"`trainable` must be callable, but got {self.trainable!r}.")
+        if not isinstance(self.params, Mapping) or not self.params:
+            raise SpaceError("`params` must be a non-empty dict of parameter name -> Float/Int/Choice.")
+        for name, domain in self.params.items():
+            if not isinstance(domain, (Float, Int, Choice)):
+                raise SpaceError(
+                    f"`params[{name!r}]` must be Float(...), Int(...) or Choice([...]), "
+                    f"but got {domain!r}."
+                )
+            domain.validate(name)
+        self._validate_objectives()
+        overlap = sorted(set(self.params) & set(self.constants))
+        if overlap:
+            raise SpaceError(f"{overlap} appear in both `params` and `constants`; keep one.")
+        if "epochs" in self.params or "epochs" in self.constants:
+            raise SpaceError("`epochs` is set by `max_epochs` (and ASHA); remove it from params/constants.")
+        for name in ("num_samples", "max_epochs", "grace_period", "max_concurrent"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SpaceError(f"`{name}` must be an integer >= 1, but got {name}={value!r}.")
+        if self.grace_period > self.max_epochs:
+            raise SpaceError(
+                f"`grace_period` ({self.grace_period}) must not exceed `max_epochs` ({self.max_epochs})."
+            )
+        if not isinstance(self.reduction_factor, int) or self.reduction_factor < 2:
+            raise SpaceError(f"`reduction_factor` must be an integer >= 2, but got {self.reduction_factor!r}.")
+        if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
+            raise SpaceError(
+                "`cpus_per_trial` must be > 0 and `gpus_per_trial` >= 0, but got "
+                f"cpus_per_trial={self.cpus_per_trial}, gpus_per_trial={self.gpus_per_trial}."
+            )
+        self._validate_with_trainable()
+
+    def _validate_with_trainable(self) -> None:
+        """Let the trainable's `check_config` judge every range end and option, one at a time.
+
+        This catches, before any trial starts, values the trainable would reject (a learning rate
+        range that starts at 0, an unknown architecture, a misspelt constant).
+        """
+        check = getattr(self.trainable, "check_config", None)
+        if check is None:
+            return
+        base = {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+        for name, domain in self.params.items():
+            candidates = domain.options if isinstance(domain, Choice) else domain.bounds()
+            for value in candidates:
+                try:
+                    check({**base, name: value})
+                except ValueError as error:
+                    raise SpaceError(f"`{name}` = {value!r} is rejected by the trainable: {error}") from error
+        try:
+            check(base)
+        except ValueError as error:
+            raise SpaceError(f"`constants` are rejected by the trainable: {error}") from error
+
+    def _validate_objectives(self) -> None:
+        if not isinstance(self.objectives, Mapping) or not self.objectives:
+            raise SpaceError('`objectives` must be a non-empty dict such as {"val_accuracy": "max"}.')
+        for metric, mode in self.objectives.items():
+            if mode not in MODES:
+                raise SpaceError(f"Objective `{metric}`: direction must be 'max' or 'min', but got {mode!r}.")
+        reported = getattr(self.trainable, "metrics", None)
+        if reported is not None:
+            unknown = [metric for metric in self.objectives if metric not in reported]
+            if unknown:
+                raise SpaceError(
+                    f"Unknown objective {unknown}: {self.trainable.__name__} reports {sorted(reported)}."
+                )
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Define-by-run space for Optuna: suggest every parameter, return the constants."""
+        for name, domain in self.params.items():
+            domain.suggest(trial, name)
+        return {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+
+    def replace(self, **changes: Any) -> SearchSpace:
+        """A copy with some fields changed (and validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Import a space file and return its validated `SPACE`.
+
+    Raises:
+        SpaceError: the file is missing, is not Python, fails to import, or has no valid `SPACE`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(f"Space file not found: {path} (expected a Python file such as spaces/mnist.py).")
+    if path.suffix != ".py":
+        raise SpaceError(f"Space file must be a Python file ending in .py, but got {path}.")
+    module_name = f"_search_space_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise SpaceError(f"Cannot import {path} as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise SpaceError(f"{path}:{error.lineno}: syntax error: {error.msg}.") from error
+    except SpaceError as error:
+        raise SpaceError(f"{path}: {error}") from error
+    except Exception as error:
+        raise SpaceError(f"{path} failed to import: {error.__class__.__name__}: {error}") from error
+    space = getattr(module, "SPACE", None)
+    if not isinstance(space, SearchSpace):
+        found = sorted(name for name in vars(module) if not name.startswith("_"))
+        raise SpaceError(
+            f"{path} must define `SPACE = SearchSpace(...)`; "
+            f"found {type(space).__name__ if space is not None else 'no SPACE'} among names {found}."
+        )
+    sys.modules.setdefault(module_name, module)
+    return space

@@ -1,0 +1,287 @@
+"""Run a study: Optuna suggests, ASHA stops weak trials early, Ray runs trials, MLflow records.
+
+`run_study(space, ...)` is the whole pipeline; `search.launch` is its command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from search.space import SearchSpace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Quiet defaults for the driver and every Ray worker (a user's own setting wins).
+QUIET_ENV = {
+    "TF_USE_LEGACY_KERAS": "1",  # tensorflow-model-optimization needs Keras 2 (tf_keras)
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
+}
+for _name, _value in QUIET_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyResult:
+    """What a finished study produced."""
+
+    name: str  # the parent run's name
+    experiment: str
+    tracking_uri: str
+    parent_run_id: str
+    wall_time_s: float
+    trials: pd.DataFrame  # one row per trial, best first (see `summary_table`)
+
+
+def _limit_threads(cpus: float) -> None:
+    """Size TensorFlow's and OpenMP's thread pools to the trial's CPU allocation.
+
+    Set through the environment so it takes effect when TensorFlow is first imported in this
+    worker process; a reused worker keeps the pools it has, which were sized the same way.
+    """
+    threads = str(max(1, int(cpus)))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = threads
+
+
+def _run_trial(config: dict[str, Any], *, trainable: Callable[..., Any], cpus: float) -> None:
+    """The Tune function: train one configuration, forwarding each report to Tune."""
+    from ray import tune
+
+    _limit_threads(cpus)
+    trainable(dict(config), report=tune.report)
+
+
+def summary_table(rows: list[dict[str, Any]], space: SearchSpace) -> pd.DataFrame:
+    """Trials as a table, best first by the primary objective; failed trials last."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    ascending = space.primary_mode == "min"
+    table["_failed"] = table["status"] == "failed"
+    table = table.sort_values(
+        ["_failed", space.primary_metric], ascending=[True, ascending], na_position="last"
+    )
+    return table.drop(columns="_failed").reset_index(drop=True)
+
+
+def _row(result: Any, name: str, status: str, space: SearchSpace) -> dict[str, Any]:
+    from search.tracking import trial_metrics
+
+    metrics = trial_metrics(result.metrics or {})
+    shown = [*space.objectives, "epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "params"]
+    row: dict[str, Any] = {"trial": name, "status": status}
+    row.update({key: metrics.get(key) for key in dict.fromkeys(shown)})
+    row.update({key: (result.config or {}).get(key) for key in space.params})
+    return row
+
+
+def run_study(
+    space: SearchSpace,
+    *,
+    results_dir: Path,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    space_file: Path | None = None,
+    verbose: bool = False,
+) -> StudyResult:
+    """Run the study `space` describes and record it in MLflow.
+
+    Args:
+        space: the validated search space and study settings.
+        results_dir: where the default MLflow store (`mlflow.db`), artifacts and Ray's trial
+            directories go; created if missing.
+        experiment: MLflow experiment name; defaults to `space.name`.
+        tracking_uri: MLflow tracking URI; defaults to the sqlite store in `results_dir`.
+        space_file: logged as an artifact of the parent run.
+        verbose: show Ray Tune's full status table instead of one line per ended trial.
+    """
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.progress import ProgressLines
+    from search.schedulers import RecordingASHA
+    from search.tracking import StudyRuns
+    from search.tracking import TrialRuns
+    from search.tracking import default_tracking_uri
+
+    import mlflow  # its import configures its loggers; quieten them afterwards
+
+    logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    results_dir = Path(results_dir).resolve()
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tracking_uri = tracking_uri or default_tracking_uri(results_dir)
+    experiment = experiment or space.name
+    study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
+    parent_run_id = runs.start_parent(
+        study_name,
+        params={
+            "objectives": dict(space.objectives),
+            "search_space": {name: repr(domain) for name, domain in space.params.items()},
+            "constants": dict(space.constants),
+            **{
+                field: getattr(space, field)
+                for field in (
+                    "num_samples",
+                    "max_epochs",
+                    "grace_period",
+                    "reduction_factor",
+                    "max_concurrent",
+                    "cpus_per_trial",
+                    "gpus_per_trial",
+                    "seed",
+                )
+            },
+            "searcher": "optuna TPE",
+            "scheduler": f"ASHA on {space.primary_metric}",
+        },
+        tags={"study": study_name, "space": space.name, "role": "study"},
+    )
+    if space_file is not None:
+        runs.client.log_artifact(parent_run_id, str(space_file))
+
+    scheduler = RecordingASHA(
+        metric=space.primary_metric,
+        mode=space.primary_mode,
+        max_t=space.max_epochs,
+        grace_period=space.grace_period,
+        reduction_factor=space.reduction_factor,
+    )
+    searcher = OptunaSearch(
+        space=space.suggest,
+        metric=list(space.objectives),
+        mode=list(space.objectives.values()),
+        seed=space.seed,
+    )
+    trial_runs = TrialRuns(runs, stopped_early=scheduler.stopped_early.__contains__)
+    callbacks: list = [trial_runs]
+    if not verbose:
+        callbacks.append(
+            ProgressLines(
+                total=space.num_samples,
+                objectives=dict(space.objectives),
+                name_of=trial_runs.trial_name,
+                stopped_early=scheduler.stopped_early.__contains__,
+            )
+        )
+
+    if not ray.is_initialized():
+        ray.init(
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=True,
+            runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV}},
+        )
+    trainable = tune.with_resources(
+        functools.partial(_run_trial, trainable=space.trainable, cpus=space.cpus_per_trial),
+        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+            scheduler=scheduler,
+            num_samples=space.num_samples,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=study_name,
+            storage_path=str(results_dir / "ray"),
+            callbacks=callbacks,
+            verbose=2 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+    started = time.monotonic()
+    status = "FAILED"
+    try:
+        grid = tuner.fit()
+        wall_time_s = time.monotonic() - started
+        rows = []
+        for result in grid:
+            trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
+            name = trial_runs.numbers.get(trial_id)
+            state = (
+                "failed"
+                if result.error is not None
+                else "stopped"
+                if trial_id in scheduler.stopped_early
+                else "finished"
+            )
+            rows.append(_row(result, f"trial-{name:03d}" if name else trial_id, state, space))
+        table = summary_table(rows, space)
+        _log_study_summary(runs, parent_run_id, table, space, wall_time_s)
+        status = "FINISHED"
+        return StudyResult(study_name, experiment, tracking_uri, parent_run_id, wall_time_s, table)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        runs.end(parent_run_id, status)
+
+
+def _trial_id_from_path(path: str | None) -> str:
+    # Ray names trial directories "<trainable>_<trial_id>_<n>_<params>...".
+    parts = Path(path or "?").name.split("_")
+    return "_".join(parts[2:4]) if len(parts) > 3 else Path(path or "?").name
+
+
+def _log_study_summary(
+    runs: Any, parent_run_id: str, table: pd.DataFrame, space: SearchSpace, wall_time_s: float
+) -> None:
+    counts = table["status"].value_counts() if not table.empty else {}
+    finished = table[table["status"] != "failed"] if not table.empty else table
+    metrics: dict[str, float] = {
+        "wall_time_s": wall_time_s,
+        "trials_total": float(len(table)),
+        **{f"trials_{state}": float(counts.get(state, 0)) for state in ("finished", "stopped", "failed")},
+    }
+    if not finished.empty:
+        metrics["summed_train_time_s"] = float(finished["train_time_s"].fillna(0).sum())
+        best = finished.iloc[0]
+        for metric in space.objectives:
+            if best.get(metric) is not None:
+                metrics[f"best_{metric}"] = float(best[metric])
+    runs.log_metrics(parent_run_id, metrics)
+    runs.client.log_text(parent_run_id, table.to_csv(index=False), "summary.csv")
+    runs.client.log_text(parent_run_id, format_table(table), "summary.txt")
+
+
+def format_table(table: pd.DataFrame, rows: int | None = None) -> str:
+    """The summary table as aligned text, numbers rounded for reading."""
+    import pandas as pd
+
+    if table.empty:
+        return "(no trials)"
+    shown = table.head(rows) if rows else table
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        return shown.to_string(index=False, float_format=_number, na_rep="-")
+
+
+def _number(value: float) -> str:
+    # Whole numbers (parameter counts, bytes) in full; others to 4 significant digits.
+    return f"{value:.0f}" if value.is_integer() and abs(value) >= 1 else f"{value:.4g}"

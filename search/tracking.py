@@ -1,0 +1,177 @@
+"""MLflow: one parent run per study, one nested run per trial, logged from the Ray driver.
+
+Trials are logged by a Tune callback on the driver rather than from inside the trial processes:
+one writer keeps a sqlite store free of lock contention, a trial process that dies cannot leave its
+run RUNNING, and the driver knows which trials the scheduler stopped early (status KILLED).
+Ray's own `MLflowLoggerCallback` makes flat runs and cannot mark early-stopped trials, hence this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from ray import tune
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from ray.tune.experiment import Trial
+
+# Entries Ray adds to every result; they describe the Ray run, not the trained model.
+RAY_RESULT_KEYS = frozenset(
+    {
+        "done",
+        "training_iteration",
+        "time_this_iter_s",
+        "time_total_s",
+        "time_since_restore",
+        "iterations_since_restore",
+        "timestamp",
+        "pid",
+        "trial_id",
+        "date",
+        "hostname",
+        "node_ip",
+        "config",
+        "experiment_tag",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+    }
+)
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """The sqlite store in the results directory, as an absolute URI usable from any process."""
+    return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that opens the MLflow UI on this store, bound to the loopback interface."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"open {tracking_uri} in a browser"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers a trial reported, without Ray's bookkeeping."""
+    return {
+        key: float(value)
+        for key, value in result.items()
+        if key not in RAY_RESULT_KEYS
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    }
+
+
+class StudyRuns:
+    """The study's parent run and the client that writes to it."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client: MlflowClient = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        self.parent_run_id: str | None = None
+
+    def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.parent_run_id = run.info.run_id
+        self.log_params(self.parent_run_id, params)
+        return self.parent_run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
+        )
+
+    def end(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+
+class TrialRuns(tune.Callback):
+    """A Tune callback that mirrors every trial into a nested MLflow run.
+
+    Args:
+        runs: the study's runs (parent already started).
+        stopped_early: tells whether the scheduler stopped a trial (by trial id) before its
+            last epoch; such trials end as KILLED, trials that raised as FAILED, others FINISHED.
+        step_key: the result entry used as the metric step (the epoch).
+    """
+
+    def __init__(
+        self, runs: StudyRuns, stopped_early: Callable[[str], bool], step_key: str = "epoch"
+    ) -> None:
+        self.runs = runs
+        self.stopped_early = stopped_early
+        self.step_key = step_key
+        self.run_ids: dict[str, str] = {}
+        self.numbers: dict[str, int] = {}
+
+    def trial_name(self, trial: Trial) -> str:
+        number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
+        return f"trial-{number:03d}"
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        if trial.trial_id in self.run_ids:
+            return
+        run = self.runs.client.create_run(
+            self.runs.experiment_id,
+            run_name=self.trial_name(trial),
+            tags={"mlflow.parentRunId": self.runs.parent_run_id, "ray_trial_id": trial.trial_id},
+        )
+        self.run_ids[trial.trial_id] = run.info.run_id
+        self.runs.log_params(run.info.run_id, trial.config)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
+    ) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None:
+            step = int(result.get(self.step_key, result.get("training_iteration", 0)))
+            self.runs.log_metrics(run_id, trial_metrics(result), step=step)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        stopped = self.stopped_early(trial.trial_id)
+        self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
+        self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is None:
+            return
+        message = error_message(trial)
+        self.runs.client.set_tag(run_id, "error", message[-5000:])
+        self.runs.end(run_id, "FAILED")
+
+
+def error_message(trial: Trial) -> str:
+    """The last line of the trial's traceback (its exception), or a placeholder."""
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "the trial raised an exception (no traceback was saved)"

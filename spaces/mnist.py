@@ -1,0 +1,28 @@
+"""MNIST: which learning rate, batch size, model, augmentation and pruning give the best accuracy
+for the least training time per epoch. About 5 minutes on 2 CPU cores with the bundled digits."""
+
+from search.space import Choice
+from search.space import Float
+from search.space import Int
+from search.space import SearchSpace
+from trainables.mnist import train
+
+SPACE = SearchSpace(
+    name="mnist",
+    trainable=train,
+    params={
+        "learning_rate": Float(3e-4, 1e-2, log=True),  # Adam step size
+        "batch_size": Choice([32, 64, 128, 256]),  # examples per step
+        "architecture": Choice(["mlp", "cnn"]),
+        "width": Int(16, 256, log=True),  # hidden units (mlp) / last conv filters (cnn)
+        "augment": Float(0.0, 0.5),  # augmentation strength; 0 = off
+        "final_sparsity": Float(0.0, 0.8, step=0.1),  # share of weights pruned; 0 = off
+    },
+    objectives={"val_accuracy": "max", "epoch_time_s": "min"},  # first one drives early stopping
+    constants={"data_source": "auto", "depth": 2},
+    num_samples=20,
+    max_epochs=8,
+    grace_period=2,  # epochs before a trial may be stopped early
+    max_concurrent=2,
+    cpus_per_trial=1,
+)

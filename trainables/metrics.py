@@ -1,0 +1,131 @@
+"""What a trial measures: per-epoch timing, model size and batch-1 inference latency."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainables._keras import keras
+from trainables._keras import tf
+
+if TYPE_CHECKING:
+    import tf_keras
+
+Report = Callable[[dict[str, Any]], None]
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Time each epoch's training phase and hand the epoch's metrics to `report`.
+
+    `epoch_time_s` is steady-state training time: in the first epoch, the first batch (which
+    traces and compiles the training graph) is left out and the epoch time is extrapolated from
+    the remaining batches; the left-out excess is reported as `warmup_s`. `train_time_s` is the
+    cumulative wall time of all training phases, warm-up included. Validation is not counted.
+
+    On the last epoch (the planned last one, or one after which another callback stopped
+    training), `final_metrics(model)` is merged into the report, so the last report carries
+    everything the trial measured.
+    """
+
+    def __init__(
+        self,
+        *,
+        examples_per_epoch: int,
+        report: Report,
+        final_metrics: Callable[[], dict[str, float]],
+    ) -> None:
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.report = report
+        self.final_metrics = final_metrics
+        self.train_time_s = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+        self._first_batch_end: float | None = None
+        self._train_end: float | None = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._first_batch_end is None:
+            self._first_batch_end = time.perf_counter()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        train_end = self._train_end or time.perf_counter()
+        wall = train_end - self._epoch_start
+        steps = self.params.get("steps") or 1
+        metrics: dict[str, Any] = {"epoch": epoch + 1}
+        if epoch == 0 and steps > 1 and self._first_batch_end is not None:
+            steady = (train_end - self._first_batch_end) * steps / (steps - 1)
+            metrics["warmup_s"] = max(0.0, wall - steady)
+        else:
+            steady = wall
+        self.train_time_s += wall
+        metrics.update(
+            {name: float(value) for name, value in (logs or {}).items()},
+            epoch_time_s=steady,
+            train_time_s=self.train_time_s,
+            examples_per_s=self.examples_per_epoch / steady if steady > 0 else float("nan"),
+        )
+        if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
+            metrics.update(self.final_metrics())
+        self.history.append(metrics)
+        self.report(metrics)
+
+
+def gzipped_model_bytes(model: tf_keras.Model) -> int:
+    """Size in bytes of the model saved as HDF5 (no optimizer state), then gzipped.
+
+    Gzip turns the zeros left by pruning into saved bytes, as a deployment would.
+    """
+    directory = tempfile.mkdtemp()
+    try:
+        path = os.path.join(directory, "model.h5")
+        with warnings.catch_warnings():  # HDF5 is "legacy", but it is what gzip measures best
+            warnings.simplefilter("ignore", UserWarning)
+            model.save(path, include_optimizer=False)
+        with open(path, "rb") as raw, gzip.open(path + ".gz", "wb") as packed:
+            shutil.copyfileobj(raw, packed)
+        return os.path.getsize(path + ".gz")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def inference_ms(model: tf_keras.Model, example: np.ndarray, *, repeats: int = 50) -> float:
+    """Median wall time in milliseconds of one compiled forward pass on a batch of one."""
+    forward = tf.function(lambda x: model(x, training=False))
+    batch = tf.constant(example[np.newaxis])
+    for _ in range(5):  # trace and warm up
+        forward(batch).numpy()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward(batch).numpy()
+        timings.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(timings)
+
+
+def model_metrics(model: tf_keras.Model, example: np.ndarray) -> dict[str, float]:
+    """Size and speed of a trained (already stripped) model."""
+    from trainables.pruning import kernel_sparsity
+
+    weights = model.get_weights()
+    return {
+        "params": float(model.count_params()),
+        "nonzero_params": float(sum(int(np.count_nonzero(w)) for w in weights)),
+        "sparsity": kernel_sparsity(model),
+        "model_bytes_gzip": float(gzipped_model_bytes(model)),
+        "inference_ms": inference_ms(model, example),
+    }

@@ -1,0 +1,167 @@
+"""Train one MNIST configuration and measure its accuracy, speed and size.
+
+`train(config, report=...)` is the trainable: it needs neither Ray nor MLflow, so it runs the
+same in a notebook as inside a study.
+
+    >>> from trainables.mnist import train
+    >>> final = train({"width": 64, "epochs": 2, "data_source": "bundled"})
+    >>> final["val_accuracy"], final["epoch_time_s"], final["model_bytes_gzip"]
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from typing import TYPE_CHECKING
+from typing import Any
+
+from trainables.data import SOURCES
+from trainables.models import ARCHITECTURES
+
+if TYPE_CHECKING:
+    from trainables.metrics import Report
+
+# Every key `train` accepts, with its default. A config key that is not here is an error.
+DEFAULTS: dict[str, Any] = {
+    # model
+    "architecture": "mlp",  # "mlp" or "cnn"
+    "width": 128,  # hidden units (mlp) or filters of the last convolution (cnn)
+    "depth": 2,  # hidden layers (mlp) or convolution blocks (cnn)
+    "dropout": 0.0,  # rate before the output layer
+    # optimisation
+    "learning_rate": 1e-3,  # Adam step size
+    "batch_size": 128,  # examples per step (per replica)
+    "epochs": 5,  # full passes over the training set
+    # regularisation and compression
+    "augment": 0.0,  # augmentation strength in [0, 1]; 0 = off
+    "final_sparsity": 0.0,  # fraction of kernel weights pruned by the end of training; 0 = off
+    # data
+    "data_source": "auto",  # "auto", "keras" (full MNIST) or "bundled" (5,000 digits)
+    "validation_fraction": 0.2,  # held-out share of the examples
+    "train_examples": None,  # use only the first N training examples (None = all)
+    "seed": 0,  # seeds the data split, weight initialisation and shuffling
+}
+
+# What `train` reports: every epoch, then also at the last epoch.
+EPOCH_METRICS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "epoch_time_s",
+    "train_time_s",
+    "examples_per_s",
+)
+FINAL_METRICS = ("params", "nonzero_params", "sparsity", "model_bytes_gzip", "inference_ms")
+METRICS = EPOCH_METRICS + FINAL_METRICS + ("warmup_s",)
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Merge `config` over `DEFAULTS`, rejecting keys `train` does not know."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown config keys {unknown}; `train` accepts {sorted(DEFAULTS)}.")
+    merged = {**DEFAULTS, **config}
+    for name in ("learning_rate", "batch_size", "epochs", "width", "depth"):
+        if not merged[name] > 0:
+            raise ValueError(f"`{name}` must be positive, but got {name}={merged[name]!r}.")
+    for name, low, high in (("augment", 0.0, 1.0), ("final_sparsity", 0.0, 0.99), ("dropout", 0.0, 0.99)):
+        if not low <= merged[name] <= high:
+            raise ValueError(f"`{name}` must be in [{low}, {high}], but got {name}={merged[name]!r}.")
+    if merged["architecture"] not in ARCHITECTURES:
+        raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, but got {merged['architecture']!r}.")
+    if merged["data_source"] not in SOURCES:
+        raise ValueError(f"`data_source` must be one of {SOURCES}, but got {merged['data_source']!r}.")
+    return merged
+
+
+def _print_report(metrics: dict[str, Any]) -> None:
+    shown = ("epoch", "val_accuracy", "val_loss", "epoch_time_s", "examples_per_s")
+    print("  ".join(f"{key}={metrics[key]:.4g}" for key in shown if key in metrics))
+
+
+def train(config: dict[str, Any], report: Report | None = None) -> dict[str, float]:
+    """Train the configuration and return the metrics of the last epoch plus model metrics.
+
+    Args:
+        config: any subset of `DEFAULTS`; missing keys take the default.
+        report: called once per epoch with that epoch's metrics (`EPOCH_METRICS`); the last call
+            also carries `FINAL_METRICS`. Defaults to printing one line per epoch.
+
+    Returns:
+        The last report: `val_accuracy`, `val_loss`, `epoch_time_s` (steady-state seconds of one
+        training epoch), `train_time_s`, `examples_per_s`, `params`, `nonzero_params`,
+        `sparsity` (measured), `model_bytes_gzip` and `inference_ms` (batch-1 median), among others.
+    """
+    from trainables import data
+    from trainables import metrics
+    from trainables import pruning
+    from trainables._keras import keras
+    from trainables.distribute import strategy_for_visible_devices
+    from trainables.models import build_model
+
+    config = resolve_config(config)
+    report = report or _print_report
+
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(config["seed"])
+
+    digits = data.load_mnist(
+        source=config["data_source"],
+        seed=config["seed"],
+        validation_fraction=config["validation_fraction"],
+    )
+    if config["train_examples"]:
+        limit = int(config["train_examples"])
+        digits = data.Digits(
+            digits.x_train[:limit], digits.y_train[:limit], digits.x_val, digits.y_val, digits.source
+        )
+
+    strategy = strategy_for_visible_devices()
+    global_batch = int(config["batch_size"]) * strategy.num_replicas_in_sync
+    train_ds, val_ds = data.pipelines(
+        digits, batch_size=global_batch, augment=float(config["augment"]), seed=config["seed"]
+    )
+    steps_per_epoch = math.ceil(len(digits.x_train) / global_batch)
+    epochs = int(config["epochs"])
+
+    with strategy.scope():
+        model = build_model(
+            config["architecture"],
+            width=int(config["width"]),
+            depth=int(config["depth"]),
+            dropout=float(config["dropout"]),
+            input_shape=digits.x_train.shape[1:],
+        )
+        callbacks: list = []
+        if config["final_sparsity"] > 0:
+            model = pruning.apply_pruning(
+                model,
+                final_sparsity=float(config["final_sparsity"]),
+                steps_per_epoch=steps_per_epoch,
+                epochs=epochs,
+            )
+            callbacks += pruning.pruning_callbacks()
+        model.compile(
+            optimizer=keras.optimizers.Adam(float(config["learning_rate"])),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+
+    def final_metrics() -> dict[str, float]:
+        return metrics.model_metrics(pruning.strip_pruning(model), digits.x_val[0])
+
+    reporter = metrics.EpochReporter(
+        examples_per_epoch=len(digits.x_train), report=report, final_metrics=final_metrics
+    )
+    model.fit(
+        train_ds, validation_data=val_ds, epochs=epochs, callbacks=[*callbacks, reporter], verbose=0
+    )
+    return reporter.history[-1]
+
+
+# The trainable contract's optional declarations, read by `search` before a study starts.
+train.metrics = METRICS
+train.check_config = resolve_config
