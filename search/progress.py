@@ -62,21 +62,15 @@ class ProgressLines(tune.Callback):
             flush=True,
         )
 
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
-    ) -> None:
-        value = result.get(self.primary)
-        if isinstance(value, (int, float)):
-            better = self.best is None or (
-                value > self.best[0] if self.mode == "max" else value < self.best[0]
-            )
-            if better:
-                self.best = (float(value), self.name_of(trial))
-
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
         status = "stopped" if self.stopped_early(trial.trial_id) else "finished"
         self.counts[status] += 1
+        value = result.get(self.primary)
+        if isinstance(value, (int, float)) and (
+            self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
+        ):
+            self.best = (float(value), self.name_of(trial))
         shown = " ".join(
             f"{metric}={result[metric]:.4g}" for metric in self.objectives if metric in result
         )

@@ -206,6 +206,10 @@ class SearchSpace:
         if check is None:
             return
         base = {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+        try:
+            check(base)
+        except ValueError as error:
+            raise SpaceError(f"`constants` are rejected by the trainable: {error}") from error
         for name, domain in self.params.items():
             candidates = domain.options if isinstance(domain, Choice) else domain.bounds()
             for value in candidates:
@@ -213,10 +217,6 @@ class SearchSpace:
                     check({**base, name: value})
                 except ValueError as error:
                     raise SpaceError(f"`{name}` = {value!r} is rejected by the trainable: {error}") from error
-        try:
-            check(base)
-        except ValueError as error:
-            raise SpaceError(f"`constants` are rejected by the trainable: {error}") from error
 
     def _validate_objectives(self) -> None:
         if not isinstance(self.objectives, Mapping) or not self.objectives:

@@ -1,0 +1,92 @@
+"""The command line: bad input fails fast and clearly; a tiny study lands in MLflow."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from search import launch
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.parametrize(
+    "write, args, message",
+    [
+        (None, ["missing.py"], "Space file not found"),
+        ("SPACE = (\n", ["bad.py"], "syntax error"),
+        ("x = 1\n", ["bad.py"], "must define `SPACE = SearchSpace(...)`"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--set", "widht=3"], "Unknown config keys ['widht']"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--max-epochs", "1", "--grace-period", "2"], "grace_period"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, write, args, message):
+    if write is not None:
+        (tmp_path / args[0]).write_text(write)
+    args = [str(tmp_path / a) if a.endswith(".py") and write is not None else a for a in args]
+    code = launch.main([*args, "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    # Exit code 2, one line that names the problem, no traceback.
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_cli_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launch.main(["spaces/mnist.py", "--trails", "3"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --trails" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(600)
+def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
+    command = [
+        sys.executable, "-m", "search.launch", str(ROOT / "spaces/mnist.py"),
+        "--trials", "3", "--max-epochs", "2", "--seed", "1",
+        "--set", "data_source=bundled", "--set", "train_examples=1000",
+        "--results-dir", str(tmp_path / "results"), "--experiment", "smoke",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # The terminal shows progress, the summary table and how to open the MLflow UI.
+    store = tmp_path / "results" / "mlflow.db"
+    assert "3/3 ended" in done.stdout
+    assert "Best trials by val_accuracy" in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in done.stdout
+    # Neither TensorFlow's nor Ray's start-up noise reaches the user.
+    assert "cuda" not in (done.stdout + done.stderr).lower()
+    assert "Traceback" not in done.stderr
+
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    # One finished parent run for the study, with its summary table.
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "summary.txt", "mnist.py"} <= artifacts
+    assert parent.data.metrics["trials_total"] == 3
+    assert 0 < parent.data.metrics["best_val_accuracy"] <= 1
+    # One nested run per trial, with the searched parameters and per-epoch metrics by step.
+    assert len(trials) == 3
+    for run in trials:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status in {"FINISHED", "KILLED"}
+        assert {"learning_rate", "batch_size", "width", "augment", "final_sparsity"} <= set(run.data.params)
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        epochs = int(run.data.metrics["epoch"])
+        assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        # A trial that ran all its epochs also has its model metrics; a stopped one is KILLED.
+        if run.info.status == "FINISHED":
+            assert epochs == 2
+            for metric in ("params", "nonzero_params", "sparsity", "model_bytes_gzip", "inference_ms"):
+                assert metric in run.data.metrics
+        else:
+            assert epochs < 2 and run.data.tags["stopped_early"] == "true"

@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.errors import SpaceError
+from search.space import Choice
+from search.space import Float
+from search.space import Int
+from search.space import SearchSpace
+from search.space import load_space
+from trainables.mnist import train
+
+SPACES = sorted((Path(__file__).parents[1] / "spaces").glob("[!_]*.py"))
+
+
+def space(**changes):
+    fields = dict(
+        name="t",
+        trainable=train,
+        params={"learning_rate": Float(1e-4, 1e-2, log=True)},
+        objectives={"val_accuracy": "max"},
+    )
+    return SearchSpace(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_space_file_loads_and_suggests_configs_its_trainable_accepts(path):
+    loaded = load_space(path)
+    study = optuna.create_study(directions=["maximize"] * len(loaded.objectives), sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        config = {**loaded.suggest(trial), **trial.params}
+        # Every searched parameter gets a value, and the trainable accepts the whole config.
+        assert set(loaded.params) <= set(config)
+        loaded.trainable.check_config(config)
+        study.tell(trial, [0.0] * len(loaded.objectives))
+
+
+def test_mnist_space_searches_what_the_product_promises():
+    loaded = load_space(SPACES[0].parent / "mnist.py")
+    # Learning rate on a log scale, batch size, width, augmentation and pruning sparsity.
+    assert loaded.params["learning_rate"].log
+    assert {"batch_size", "width", "augment", "final_sparsity"} <= set(loaded.params)
+    # Accuracy (max) first, so early stopping follows it; a speed metric (min) second.
+    assert list(loaded.objectives.items())[0] == ("val_accuracy", "max")
+    assert loaded.objectives["epoch_time_s"] == "min"
+
+
+@pytest.mark.parametrize(
+    "domain, message",
+    [
+        (Float(0.1, 0.01), "empty or inverted"),
+        (Float(0.1, 0.1), "empty or inverted"),
+        (Float(0.0, 0.1, log=True), "log-scale range needs `low > 0`"),
+        (Int(8, 2), "empty or inverted"),
+        (Choice([]), "at least one option"),
+        (Choice("abc"), "takes a list"),
+    ],
+)
+def test_impossible_ranges_are_rejected(domain, message):
+    with pytest.raises(SpaceError, match=message):
+        space(params={"width": domain})
+
+
+def test_values_the_trainable_rejects_are_caught_at_load_time():
+    # A learning rate range that starts at zero cannot train; it is caught before any trial.
+    with pytest.raises(SpaceError, match="`learning_rate` = 0.0 is rejected"):
+        space(params={"learning_rate": Float(0.0, 0.1)})
+    # So is an option the trainable does not know.
+    with pytest.raises(SpaceError, match="`architecture` = 'vit' is rejected"):
+        space(params={"architecture": Choice(["mlp", "vit"])})
+    # And a misspelt constant.
+    with pytest.raises(SpaceError, match="constants"):
+        space(constants={"data_sorce": "bundled"})
+
+
+def test_unknown_objectives_and_directions_are_rejected():
+    with pytest.raises(SpaceError, match="Unknown objective \\['val_acc'\\]"):
+        space(objectives={"val_acc": "max"})
+    with pytest.raises(SpaceError, match="direction must be 'max' or 'min'"):
+        space(objectives={"val_accuracy": "maximize"})
+
+
+def test_load_space_reports_unusable_files(tmp_path):
+    with pytest.raises(SpaceError, match="Space file not found"):
+        load_space(tmp_path / "missing.py")
+    (tmp_path / "space.yaml").write_text("name: x\n")
+    with pytest.raises(SpaceError, match="must be a Python file"):
+        load_space(tmp_path / "space.yaml")
+    (tmp_path / "broken.py").write_text("SPACE = (\n")
+    with pytest.raises(SpaceError, match="broken.py:1: syntax error"):
+        load_space(tmp_path / "broken.py")
+    (tmp_path / "empty.py").write_text("suggest = 1\n")
+    with pytest.raises(SpaceError, match="must define `SPACE = SearchSpace"):
+        load_space(tmp_path / "empty.py")

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+
+from trainables.mnist import EPOCH_METRICS
+from trainables.mnist import FINAL_METRICS
+from trainables.mnist import train
+
+
+def test_train_reports_every_epoch_and_returns_the_final_metrics(tiny_config):
+    reports = []
+    final = train({**tiny_config, "epochs": 2}, report=reports.append)
+    # One report per epoch, numbered from 1.
+    assert [r["epoch"] for r in reports] == [1, 2]
+    # Every report carries the per-epoch metrics; only the last one the model metrics too.
+    for report in reports:
+        assert set(EPOCH_METRICS) <= set(report)
+    assert not set(FINAL_METRICS) & set(reports[0])
+    assert set(FINAL_METRICS) <= set(reports[-1])
+    # The return value is the last report.
+    assert final == reports[-1]
+
+
+def test_timing_metrics_are_consistent(tiny_config):
+    reports = []
+    train({**tiny_config, "epochs": 2}, report=reports.append)
+    first, second = reports
+    # Steady-state epoch time excludes the first epoch's graph tracing, reported apart.
+    assert first["warmup_s"] > 0 and "warmup_s" not in second
+    for report in reports:
+        assert report["epoch_time_s"] > 0
+        assert report["examples_per_s"] == pytest.approx(512 / report["epoch_time_s"])
+    # Cumulative training time grows and includes the warm-up.
+    assert second["train_time_s"] > first["train_time_s"] >= first["epoch_time_s"]
+
+
+def test_model_metrics_are_measured(tiny_config):
+    final = train(tiny_config, report=lambda m: None)
+    # An MLP 784-16-16-10 has (784*16+16) + (16*16+16) + (16*10+10) parameters.
+    assert final["params"] == 784 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+    assert 0 < final["model_bytes_gzip"] < 4 * final["params"] + 100_000
+    assert 0 < final["inference_ms"] < 1000
+    assert 0 <= final["val_accuracy"] <= 1 and math.isfinite(final["val_loss"])
+
+
+def test_cnn_learns_the_bundled_digits(tiny_config):
+    final = train(
+        {**tiny_config, "architecture": "cnn", "width": 16, "train_examples": 2000, "epochs": 3},
+        report=lambda m: None,
+    )
+    # Three epochs on 2,000 real digits is far above the 10% of guessing.
+    assert final["val_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"learning_rate": 0}, "`learning_rate` must be positive"),
+        ({"batch_size": -8}, "`batch_size` must be positive"),
+        ({"final_sparsity": 1.0}, "`final_sparsity` must be in"),
+        ({"architecture": "rnn"}, "`architecture` must be one of"),
+        ({"widht": 32}, "Unknown config keys \\['widht'\\]"),
+    ],
+)
+def test_invalid_configs_are_rejected_before_training(tiny_config, change, message):
+    with pytest.raises(ValueError, match=message):
+        train({**tiny_config, **change})
