@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from search.errors import SpaceError
+from search.space import SCHEDULERS
+from search.space import SEARCHERS
 from search.space import SearchSpace
 from search.space import load_space
 
@@ -57,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--max-epochs", type=_positive_int, metavar="N", help="epochs of a trial never stopped early")
     budget.add_argument("--grace-period", type=_positive_int, metavar="N", help="epochs before a trial may be stopped early")
     budget.add_argument("--seed", type=int, metavar="N", help="seed of the searcher and the trials")
+    method = parser.add_argument_group("method")
+    method.add_argument("--searcher", choices=SEARCHERS, help="Optuna sampler (default: the space's, else tpe)")
+    method.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        help="early stopping: mo-asha (default with several objectives), asha (on the first objective), none",
+    )
     resources = parser.add_argument_group("resources")
     resources.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
     resources.add_argument("--cpus-per-trial", type=_non_negative_float, metavar="X", help="CPUs reserved per trial")
@@ -89,6 +98,8 @@ def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpac
         "max_concurrent": options.max_concurrent,
         "cpus_per_trial": options.cpus_per_trial,
         "gpus_per_trial": options.gpus_per_trial,
+        "searcher": options.searcher,
+        "scheduler": options.scheduler,
     }
     changes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
     if changes.get("max_epochs") is not None and options.grace_period is None:
@@ -119,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    from search.front import describe
     from search.study import format_table
     from search.study import run_study
     from search.tracking import ui_command
@@ -144,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         f"({counts.get('finished', 0)} finished, {counts.get('stopped', 0)} stopped early, "
         f"{counts.get('failed', 0)} failed)."
     )
+    if result.stopped_at_rung:
+        stops = ", ".join(f"{n} at epoch {rung}" for rung, n in result.stopped_at_rung.items())
+        print(f"Stopped early: {stops}.")
     print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}):")
     print(format_table(table, rows=10))
+    print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
+    print(describe(result.front, space.objectives, list(space.params), result.model_uris))
     print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
     print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
     if not table.empty and (table["status"] == "failed").all():

@@ -6,10 +6,18 @@ are partial. The scheduler is the one authority on that, so it keeps the record.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.schedulers import TrialScheduler
+
+from search.errors import SpaceError
+from search.space import SCHEDULERS
 
 
 class RecordingASHA(ASHAScheduler):
@@ -24,9 +32,134 @@ class RecordingASHA(ASHAScheduler):
     def __init__(self, *, time_attr: str = "epoch", max_t: int, **kwargs: Any) -> None:
         super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
         self.stopped_early: set[str] = set()
+        self.stopped_at_rung: Counter[int] = Counter()
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.stopped_early.add(trial.trial_id)
+            self.stopped_at_rung[int(result[self._time_attr])] += 1
         return decision
+
+
+class NoEarlyStopping(FIFOScheduler):
+    """Every trial runs all its epochs (first in, first out); nothing is ever stopped early."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped_early: set[str] = set()
+        self.stopped_at_rung: Counter[int] = Counter()
+
+
+def rung_milestones(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """Epochs at which successive halving compares trials: grace_period * rf**k below max_t."""
+    milestones = []
+    milestone = grace_period
+    while milestone < max_t:
+        milestones.append(milestone)
+        milestone *= reduction_factor
+    return milestones
+
+
+class MultiObjectiveASHA(FIFOScheduler):
+    """Asynchronous successive halving that promotes by Pareto dominance (MO-ASHA).
+
+    When a trial reaches a rung (`grace_period * reduction_factor**k` epochs), its objective
+    vector is recorded there, and all vectors recorded at that rung are ordered by non-dominated
+    sorting, ties within a front broken by crowding distance (Schmucker et al., 2021, "Multi-
+    objective asynchronous successive halving"). The trial goes on if it is among the best
+    `ceil(n / reduction_factor)` of the `n` recorded, itself included; otherwise it is stopped.
+    Like ASHA, the first trials at a rung always go on, and decisions are never revisited.
+
+    Args:
+        objectives: metric -> "max" or "min", two or more (one works too and is plain ASHA).
+        time_attr: the result entry that counts progress (the trainable's `epoch`).
+        max_t: epochs of a trial that is never stopped.
+        grace_period: the first rung.
+        reduction_factor: keep the top 1/reduction_factor at each rung.
+    """
+
+    def __init__(
+        self,
+        objectives: Mapping[str, str],
+        *,
+        time_attr: str = "epoch",
+        max_t: int,
+        grace_period: int = 1,
+        reduction_factor: int = 3,
+    ) -> None:
+        super().__init__()
+        self.objectives = dict(objectives)
+        self.time_attr = time_attr
+        self.max_t = max_t
+        self.reduction_factor = reduction_factor
+        self.milestones = rung_milestones(grace_period, reduction_factor, max_t)
+        self.rungs: dict[int, dict[str, np.ndarray]] = {m: {} for m in self.milestones}
+        self.stopped_early: set[str] = set()
+        self.stopped_at_rung: Counter[int] = Counter()
+
+    def promote(self, rung: int, trial_id: str, result: Mapping[str, Any]) -> bool:
+        """Record `result` at `rung` and say whether the trial may go on."""
+        from search.pareto import losses
+        from search.pareto import promotion_order
+
+        recorded = self.rungs[rung]
+        recorded[trial_id] = losses([result], self.objectives)[0]
+        ids = list(recorded)
+        order = promotion_order(np.array([recorded[i] for i in ids]))
+        keep = math.ceil(len(ids) / self.reduction_factor)
+        return ids.index(trial_id) in set(order[:keep].tolist())
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        # Objectives a trainable measures only at the end (model size, latency) are absent at
+        # the rungs; they count as equal for every trial there, so the others decide.
+        if self.time_attr not in result or not any(m in result for m in self.objectives):
+            return TrialScheduler.CONTINUE
+        progress = result[self.time_attr]
+        if progress >= self.max_t:
+            return TrialScheduler.STOP
+        for rung in reversed(self.milestones):
+            if progress < rung or trial.trial_id in self.rungs[rung]:
+                continue
+            if not self.promote(rung, trial.trial_id, result):
+                self.stopped_early.add(trial.trial_id)
+                self.stopped_at_rung[rung] += 1
+                return TrialScheduler.STOP
+            break
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        counts = ", ".join(f"epoch {r}: {len(self.rungs[r])}" for r in self.milestones)
+        return f"MultiObjectiveASHA: trials recorded per rung ({counts})"
+
+
+
+
+def make_scheduler(
+    kind: str,
+    objectives: Mapping[str, str],
+    *,
+    max_t: int,
+    grace_period: int,
+    reduction_factor: int,
+) -> MultiObjectiveASHA | RecordingASHA | NoEarlyStopping:
+    """"mo-asha" (the default, "auto", when there are several objectives), "asha" on the first
+    objective (the default for one objective), or "none"."""
+    if kind == "auto":
+        kind = "mo-asha" if len(objectives) > 1 else "asha"
+    if kind == "mo-asha":
+        return MultiObjectiveASHA(
+            objectives, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor
+        )
+    if kind == "asha":
+        metric, mode = next(iter(objectives.items()))
+        return RecordingASHA(
+            metric=metric,
+            mode=mode,
+            max_t=max_t,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+        )
+    if kind == "none":
+        return NoEarlyStopping()
+    raise SpaceError(f"Unknown scheduler {kind!r}; choose one of {SCHEDULERS}.")

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import optuna
 
 MODES = ("max", "min")
+SEARCHERS = ("tpe", "nsga2", "random")  # Optuna samplers, all seeded
+SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +122,8 @@ class SearchSpace:
             per epoch with an `epoch` entry, and returns its final metrics. If it has a `metrics`
             attribute (names it reports), objectives are checked against it.
         params: parameter name -> `Float`, `Int` or `Choice`.
-        objectives: metric name -> "max" or "min". The first is the primary objective: early
-            stopping (ASHA) ranks trials by it.
+        objectives: metric name -> "max" or "min", one or more. The first is the primary
+            objective: the summary is sorted by it, and plain ASHA ranks trials by it.
         constants: configuration passed unchanged to every trial.
         num_samples: trials in the study.
         max_epochs: epochs of a trial that is never stopped early.
@@ -131,6 +133,12 @@ class SearchSpace:
         cpus_per_trial: CPUs Ray reserves for a trial; TensorFlow's thread pools match it.
         gpus_per_trial: GPUs Ray reserves for a trial (fractions pack trials on one GPU).
         seed: seeds the searcher (and every trial's `seed`, unless a constant sets it).
+        searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler.
+        scheduler: "auto" (default: "mo-asha" with several objectives, else "asha"), "mo-asha",
+            "asha" (on the first objective) or "none" (no early stopping).
+        reference_point: objective -> value bounding the hypervolume (a point every useful trial
+            beats, e.g. accuracy 0.9 and 5 s per epoch). Fix it to compare hypervolumes across
+            studies; when None, each study derives one from its own worst full-budget values.
     """
 
     name: str
@@ -146,6 +154,9 @@ class SearchSpace:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     seed: int = 0
+    searcher: str = "tpe"
+    scheduler: str = "auto"
+    reference_point: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -174,6 +185,15 @@ class SearchSpace:
                 )
             domain.validate(name)
         self._validate_objectives()
+        if self.searcher not in SEARCHERS:
+            raise SpaceError(f"Unknown searcher {self.searcher!r}; choose one of {SEARCHERS}.")
+        if self.scheduler not in SCHEDULERS:
+            raise SpaceError(f"Unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}.")
+        if self.reference_point is not None and set(self.reference_point) != set(self.objectives):
+            raise SpaceError(
+                f"`reference_point` must give a value for each objective {list(self.objectives)}, "
+                f"but got {dict(self.reference_point)}."
+            )
         overlap = sorted(set(self.params) & set(self.constants))
         if overlap:
             raise SpaceError(f"{overlap} appear in both `params` and `constants`; keep one.")

@@ -1,4 +1,4 @@
-"""Run a study: Optuna suggests, ASHA stops weak trials early, Ray runs trials, MLflow records.
+"""Run a study: Optuna suggests, (MO-)ASHA stops weak trials early, Ray runs trials, MLflow records.
 
 `run_study(space, ...)` is the whole pipeline; `search.launch` is its command line.
 """
@@ -19,6 +19,8 @@ from search.space import SearchSpace
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from search.front import Front
 
 # Quiet defaults for the driver and every Ray worker (a user's own setting wins).
 QUIET_ENV = {
@@ -45,7 +47,10 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     wall_time_s: float
-    trials: pd.DataFrame  # one row per trial, best first (see `summary_table`)
+    trials: pd.DataFrame  # one row per trial, best first by the primary objective
+    front: Front
+    model_uris: dict[str, str]  # registered model URI of each front trial, by trial name
+    stopped_at_rung: dict[int, int]  # trials stopped early, by the epoch of the rung
 
 
 def _limit_threads(cpus: float) -> None:
@@ -59,12 +64,19 @@ def _limit_threads(cpus: float) -> None:
         os.environ[name] = threads
 
 
-def _run_trial(config: dict[str, Any], *, trainable: Callable[..., Any], cpus: float) -> None:
-    """The Tune function: train one configuration, forwarding each report to Tune."""
+def _run_trial(
+    config: dict[str, Any], *, trainable: Callable[..., Any], cpus: float, models_dir: str
+) -> None:
+    """The Tune function: train one configuration, forwarding each report to Tune.
+
+    The trainable saves its final model under `models_dir/<trial id>`; the study keeps the
+    models of the Pareto front and discards the rest.
+    """
     from ray import tune
 
     _limit_threads(cpus)
-    trainable(dict(config), report=tune.report)
+    model_dir = os.path.join(models_dir, tune.get_context().get_trial_id())
+    trainable({**config, "model_dir": model_dir}, report=tune.report)
 
 
 def summary_table(rows: list[dict[str, Any]], space: SearchSpace) -> pd.DataFrame:
@@ -82,14 +94,34 @@ def summary_table(rows: list[dict[str, Any]], space: SearchSpace) -> pd.DataFram
     return table.drop(columns="_failed").reset_index(drop=True)
 
 
-def _row(result: Any, name: str, status: str, space: SearchSpace) -> dict[str, Any]:
+# Columns of the summary table after the objectives, when the trainable reports them.
+SHOWN_METRICS = ("epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "tflite_bytes", "params")
+# Columns kept in the table for bookkeeping but not printed.
+HIDDEN_COLUMNS = ("trial_id", "run_id", "ended_at", "model_dir", "pareto_rank", "on_front", "knee")
+
+
+def _row(result: Any, trial_runs: Any, scheduler: Any, space: SearchSpace, models_dir: Path) -> dict[str, Any]:
     from search.tracking import trial_metrics
 
     metrics = trial_metrics(result.metrics or {})
-    shown = [*space.objectives, "epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "params"]
-    row: dict[str, Any] = {"trial": name, "status": status}
-    row.update({key: metrics.get(key) for key in dict.fromkeys(shown)})
+    trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
+    number = trial_runs.numbers.get(trial_id)
+    status = (
+        "failed"
+        if result.error is not None
+        else "stopped"
+        if trial_id in scheduler.stopped_early
+        else "finished"
+    )
+    row: dict[str, Any] = {"trial": f"trial-{number:03d}" if number else trial_id, "status": status}
+    row.update({key: metrics.get(key) for key in dict.fromkeys([*space.objectives, *SHOWN_METRICS])})
     row.update({key: (result.config or {}).get(key) for key in space.params})
+    row.update(
+        trial_id=trial_id,
+        run_id=trial_runs.run_ids.get(trial_id),
+        ended_at=trial_runs.ended_at.get(trial_id, time.time()),
+        model_dir=str(models_dir / trial_id),
+    )
     return row
 
 
@@ -105,27 +137,29 @@ def run_study(
     """Run the study `space` describes and record it in MLflow.
 
     Args:
-        space: the validated search space and study settings.
+        space: the validated search space and study settings (searcher, scheduler, budget).
         results_dir: where the default MLflow store (`mlflow.db`), artifacts and Ray's trial
             directories go; created if missing.
-        experiment: MLflow experiment name; defaults to `space.name`.
+        experiment: MLflow experiment name, also the registered model's name; defaults to
+            `space.name`.
         tracking_uri: MLflow tracking URI; defaults to the sqlite store in `results_dir`.
         space_file: logged as an artifact of the parent run.
         verbose: show Ray Tune's full status table instead of one line per ended trial.
     """
+    import mlflow  # its import configures its loggers; quieten them afterwards
     import optuna
     import ray
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
+    from search import front as front_module
     from search.progress import ProgressLines
-    from search.schedulers import RecordingASHA
+    from search.schedulers import make_scheduler
+    from search.searchers import TruthfulOptunaSearch
+    from search.searchers import make_sampler
     from search.tracking import StudyRuns
     from search.tracking import TrialRuns
     from search.tracking import default_tracking_uri
-
-    import mlflow  # its import configures its loggers; quieten them afterwards
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -134,6 +168,23 @@ def run_study(
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
     experiment = experiment or space.name
     study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    models_dir = results_dir / "models" / study_name
+
+    scheduler = make_scheduler(
+        space.scheduler,
+        space.objectives,
+        max_t=space.max_epochs,
+        grace_period=space.grace_period,
+        reduction_factor=space.reduction_factor,
+    )
+    stopped_early = scheduler.stopped_early.__contains__
+    searcher = TruthfulOptunaSearch(
+        space=space.suggest,
+        metric=list(space.objectives),
+        mode=list(space.objectives.values()),
+        sampler=make_sampler(space.searcher, space.seed),
+        stopped_early=stopped_early,
+    )
 
     runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     parent_run_id = runs.start_parent(
@@ -142,6 +193,8 @@ def run_study(
             "objectives": dict(space.objectives),
             "search_space": {name: repr(domain) for name, domain in space.params.items()},
             "constants": dict(space.constants),
+            "searcher": space.searcher,
+            "scheduler": type(scheduler).__name__,
             **{
                 field: getattr(space, field)
                 for field in (
@@ -155,28 +208,13 @@ def run_study(
                     "seed",
                 )
             },
-            "searcher": "optuna TPE",
-            "scheduler": f"ASHA on {space.primary_metric}",
         },
         tags={"study": study_name, "space": space.name, "role": "study"},
     )
     if space_file is not None:
         runs.client.log_artifact(parent_run_id, str(space_file))
 
-    scheduler = RecordingASHA(
-        metric=space.primary_metric,
-        mode=space.primary_mode,
-        max_t=space.max_epochs,
-        grace_period=space.grace_period,
-        reduction_factor=space.reduction_factor,
-    )
-    searcher = OptunaSearch(
-        space=space.suggest,
-        metric=list(space.objectives),
-        mode=list(space.objectives.values()),
-        seed=space.seed,
-    )
-    trial_runs = TrialRuns(runs, stopped_early=scheduler.stopped_early.__contains__)
+    trial_runs = TrialRuns(runs, stopped_early=stopped_early)
     callbacks: list = [trial_runs]
     if not verbose:
         callbacks.append(
@@ -184,7 +222,7 @@ def run_study(
                 total=space.num_samples,
                 objectives=dict(space.objectives),
                 name_of=trial_runs.trial_name,
-                stopped_early=scheduler.stopped_early.__contains__,
+                stopped_early=stopped_early,
             )
         )
 
@@ -196,7 +234,12 @@ def run_study(
             runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV}},
         )
     trainable = tune.with_resources(
-        functools.partial(_run_trial, trainable=space.trainable, cpus=space.cpus_per_trial),
+        functools.partial(
+            _run_trial,
+            trainable=space.trainable,
+            cpus=space.cpus_per_trial,
+            models_dir=str(models_dir),
+        ),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -216,69 +259,89 @@ def run_study(
         ),
     )
 
-    started = time.monotonic()
+    started_at = time.time()
     status = "FAILED"
     try:
         grid = tuner.fit()
-        wall_time_s = time.monotonic() - started
-        rows = []
-        for result in grid:
-            trial_id = (result.metrics or {}).get("trial_id") or _trial_id_from_path(result.path)
-            name = trial_runs.numbers.get(trial_id)
-            state = (
-                "failed"
-                if result.error is not None
-                else "stopped"
-                if trial_id in scheduler.stopped_early
-                else "finished"
-            )
-            rows.append(_row(result, f"trial-{name:03d}" if name else trial_id, state, space))
-        table = summary_table(rows, space)
-        _log_study_summary(runs, parent_run_id, table, space, wall_time_s)
+        wall_time_s = time.time() - started_at
+        rows = [_row(result, trial_runs, scheduler, space, models_dir) for result in grid]
+        front = front_module.analyse(
+            summary_table(rows, space),
+            space.objectives,
+            reference_point=space.reference_point,
+            started_at=started_at,
+        )
+        model_uris = front_module.record(
+            front,
+            runs,
+            parent_run_id=parent_run_id,
+            objectives=space.objectives,
+            model_registry_name=experiment,
+            started_at=started_at,
+        )
+        stopped_at_rung = dict(sorted(scheduler.stopped_at_rung.items()))
+        _log_study_summary(runs, parent_run_id, front, space, wall_time_s, stopped_at_rung)
         status = "FINISHED"
-        return StudyResult(study_name, experiment, tracking_uri, parent_run_id, wall_time_s, table)
+        return StudyResult(
+            study_name,
+            experiment,
+            tracking_uri,
+            parent_run_id,
+            wall_time_s,
+            front.table,
+            front,
+            model_uris,
+            stopped_at_rung,
+        )
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        front_module.discard_models(models_dir)
         runs.end(parent_run_id, status)
 
 
-def _trial_id_from_path(path: str | None) -> str:
-    # Ray names trial directories "<trainable>_<trial_id>_<n>_<params>...".
-    parts = Path(path or "?").name.split("_")
-    return "_".join(parts[2:4]) if len(parts) > 3 else Path(path or "?").name
-
-
 def _log_study_summary(
-    runs: Any, parent_run_id: str, table: pd.DataFrame, space: SearchSpace, wall_time_s: float
+    runs: Any,
+    parent_run_id: str,
+    front: Front,
+    space: SearchSpace,
+    wall_time_s: float,
+    stopped_at_rung: dict[int, int],
 ) -> None:
+    table = front.table
     counts = table["status"].value_counts() if not table.empty else {}
-    finished = table[table["status"] != "failed"] if not table.empty else table
     metrics: dict[str, float] = {
         "wall_time_s": wall_time_s,
         "trials_total": float(len(table)),
+        "front_hypervolume": front.hypervolume,
         **{f"trials_{state}": float(counts.get(state, 0)) for state in ("finished", "stopped", "failed")},
+        **{f"stopped_at_epoch_{rung}": float(n) for rung, n in stopped_at_rung.items()},
     }
-    if not finished.empty:
-        metrics["summed_train_time_s"] = float(finished["train_time_s"].fillna(0).sum())
-        best = finished.iloc[0]
-        for metric in space.objectives:
-            if best.get(metric) is not None:
-                metrics[f"best_{metric}"] = float(best[metric])
+    ran = table[table["status"] != "failed"] if not table.empty else table
+    if not ran.empty:
+        metrics["summed_train_time_s"] = float(ran["train_time_s"].fillna(0).sum())
+        finished = ran[ran["status"] == "finished"]
+        if not finished.empty:
+            best = finished.iloc[0]
+            metrics[f"best_{space.primary_metric}"] = float(best[space.primary_metric])
     runs.log_metrics(parent_run_id, metrics)
-    runs.client.log_text(parent_run_id, table.to_csv(index=False), "summary.csv")
-    runs.client.log_text(parent_run_id, format_table(table), "summary.txt")
+    shown = table.drop(columns=[c for c in HIDDEN_COLUMNS if c in table and c != "pareto_rank"])
+    runs.client.log_text(parent_run_id, shown.to_csv(index=False), "summary.csv")
+    runs.client.log_text(parent_run_id, format_table(shown), "summary.txt")
 
 
-def format_table(table: pd.DataFrame, rows: int | None = None) -> str:
-    """The summary table as aligned text, numbers rounded for reading."""
+def format_table(
+    table: pd.DataFrame, rows: int | None = None, hide: tuple[str, ...] = HIDDEN_COLUMNS
+) -> str:
+    """A table as aligned text, numbers rounded for reading, bookkeeping columns left out."""
     import pandas as pd
 
     if table.empty:
         return "(no trials)"
-    shown = table.head(rows) if rows else table
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
+    shown = table.drop(columns=[c for c in hide if c in table])
+    shown = shown.head(rows) if rows else shown
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
         return shown.to_string(index=False, float_format=_number, na_rep="-")
 
 

@@ -126,6 +126,7 @@ class TrialRuns(tune.Callback):
         self.step_key = step_key
         self.run_ids: dict[str, str] = {}
         self.numbers: dict[str, int] = {}
+        self.ended_at: dict[str, float] = {}  # epoch seconds, by trial id
 
     def trial_name(self, trial: Trial) -> str:
         number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
@@ -154,6 +155,7 @@ class TrialRuns(tune.Callback):
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
             return
+        self.ended_at[trial.trial_id] = time.time()
         stopped = self.stopped_early(trial.trial_id)
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
         self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
@@ -162,6 +164,7 @@ class TrialRuns(tune.Callback):
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
             return
+        self.ended_at[trial.trial_id] = time.time()
         message = error_message(trial)
         self.runs.client.set_tag(run_id, "error", message[-5000:])
         self.runs.end(run_id, "FAILED")

@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
 from search import launch
+from trainables._keras import keras
 
 ROOT = Path(__file__).parents[1]
 
@@ -46,7 +49,7 @@ def test_unknown_cli_option_exits_2(capsys):
 def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
     command = [
         sys.executable, "-m", "search.launch", str(ROOT / "spaces/mnist.py"),
-        "--trials", "3", "--max-epochs", "2", "--seed", "1",
+        "--trials", "4", "--max-epochs", "2", "--grace-period", "1", "--seed", "1",
         "--set", "data_source=bundled", "--set", "train_examples=1000",
         "--results-dir", str(tmp_path / "results"), "--experiment", "smoke",
     ]  # fmt: skip
@@ -55,7 +58,8 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
 
     # The terminal shows progress, the summary table and how to open the MLflow UI.
     store = tmp_path / "results" / "mlflow.db"
-    assert "3/3 ended" in done.stdout
+    assert "4/4 ended" in done.stdout
+    assert "Pareto front of full-budget trials" in done.stdout and "Hypervolume" in done.stdout
     assert "Best trials by val_accuracy" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in done.stdout
     # Neither TensorFlow's nor Ray's start-up noise reaches the user.
@@ -72,10 +76,10 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
     parent = parents[0]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.txt", "mnist.py"} <= artifacts
-    assert parent.data.metrics["trials_total"] == 3
+    assert parent.data.metrics["trials_total"] == 4
     assert 0 < parent.data.metrics["best_val_accuracy"] <= 1
     # One nested run per trial, with the searched parameters and per-epoch metrics by step.
-    assert len(trials) == 3
+    assert len(trials) == 4
     for run in trials:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.status in {"FINISHED", "KILLED"}
@@ -90,3 +94,30 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
                 assert metric in run.data.metrics
         else:
             assert epochs < 2 and run.data.tags["stopped_early"] == "true"
+            # A trial stopped early is never on the front and keeps no model.
+            assert run.data.tags["on_front"] == "false" and "registered_model" not in run.data.tags
+
+    # The parent run holds the front: table, plot, hypervolume plot and curve.
+    assert {"pareto.csv", "pareto.png", "hypervolume.png"} <= artifacts
+    assert client.get_metric_history(parent.info.run_id, "hypervolume")
+    assert "reference_point" in parent.data.params
+    # Every front trial has a registered model that loads and predicts.
+    front = [r for r in trials if r.data.tags.get("on_front") == "true"]
+    assert front and all(r.info.status == "FINISHED" for r in front)
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    for run in front:
+        uri = run.data.tags["registered_model"]
+        assert uri.startswith("models:/smoke/")
+        files = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / run.info.run_id)))
+        assert (files / "model.tflite").stat().st_size > 0
+        model = keras.models.load_model(files / "model.keras")
+        assert model.predict(np.zeros((2, 28, 28, 1)), verbose=0).shape == (2, 10)
+
+    # `search.pick` finds the fastest front model above an accuracy bound.
+    picked = subprocess.run(
+        [sys.executable, "-m", "search.pick", "smoke", "--results-dir", str(tmp_path / "results"), "--min", "val_accuracy=0", "--best", "epoch_time_s"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    fastest = min(front, key=lambda r: r.data.metrics["epoch_time_s"])
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout.startswith(f"{fastest.info.run_name} ({fastest.data.tags['registered_model']}")

@@ -94,3 +94,13 @@ def test_load_space_reports_unusable_files(tmp_path):
     (tmp_path / "empty.py").write_text("suggest = 1\n")
     with pytest.raises(SpaceError, match="must define `SPACE = SearchSpace"):
         load_space(tmp_path / "empty.py")
+
+
+def test_method_settings_are_validated():
+    with pytest.raises(SpaceError, match="Unknown searcher 'grid'"):
+        space(searcher="grid")
+    with pytest.raises(SpaceError, match="Unknown scheduler 'pbt'"):
+        space(scheduler="pbt")
+    # A reference point must cover exactly the objectives.
+    with pytest.raises(SpaceError, match="`reference_point` must give a value for each objective"):
+        space(reference_point={"epoch_time_s": 5.0})

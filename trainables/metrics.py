@@ -117,15 +117,33 @@ def inference_ms(model: tf_keras.Model, example: np.ndarray, *, repeats: int = 5
     return 1000.0 * statistics.median(timings)
 
 
-def model_metrics(model: tf_keras.Model, example: np.ndarray) -> dict[str, float]:
-    """Size and speed of a trained (already stripped) model."""
+def tflite_flatbuffer(model: tf_keras.Model) -> bytes:
+    """The model converted to a float TensorFlow Lite flatbuffer (no quantization)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return converter.convert()
+
+
+def model_metrics(
+    model: tf_keras.Model, example: np.ndarray, model_dir: str | None = None
+) -> dict[str, float]:
+    """Size and speed of a trained (already stripped) model.
+
+    If `model_dir` is given, the model is also written there as `model.keras` and `model.tflite`.
+    """
     from trainables.pruning import kernel_sparsity
 
     weights = model.get_weights()
+    flatbuffer = tflite_flatbuffer(model)
+    if model_dir:
+        os.makedirs(model_dir, exist_ok=True)
+        model.save(os.path.join(model_dir, "model.keras"))
+        with open(os.path.join(model_dir, "model.tflite"), "wb") as file:
+            file.write(flatbuffer)
     return {
         "params": float(model.count_params()),
         "nonzero_params": float(sum(int(np.count_nonzero(w)) for w in weights)),
         "sparsity": kernel_sparsity(model),
         "model_bytes_gzip": float(gzipped_model_bytes(model)),
+        "tflite_bytes": float(len(flatbuffer)),
         "inference_ms": inference_ms(model, example),
     }

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "validation_fraction": 0.2,  # held-out share of the examples
     "train_examples": None,  # use only the first N training examples (None = all)
     "seed": 0,  # seeds the data split, weight initialisation and shuffling
+    # output
+    "model_dir": None,  # if set, the trained model is saved there (model.keras, model.tflite)
 }
 
 # What `train` reports: every epoch, then also at the last epoch.
@@ -53,7 +55,14 @@ EPOCH_METRICS = (
     "train_time_s",
     "examples_per_s",
 )
-FINAL_METRICS = ("params", "nonzero_params", "sparsity", "model_bytes_gzip", "inference_ms")
+FINAL_METRICS = (
+    "params",
+    "nonzero_params",
+    "sparsity",
+    "model_bytes_gzip",
+    "tflite_bytes",
+    "inference_ms",
+)
 METRICS = EPOCH_METRICS + FINAL_METRICS + ("warmup_s",)
 
 
@@ -92,7 +101,8 @@ def train(config: dict[str, Any], report: Report | None = None) -> dict[str, flo
     Returns:
         The last report: `val_accuracy`, `val_loss`, `epoch_time_s` (steady-state seconds of one
         training epoch), `train_time_s`, `examples_per_s`, `params`, `nonzero_params`,
-        `sparsity` (measured), `model_bytes_gzip` and `inference_ms` (batch-1 median), among others.
+        `sparsity` (measured), `model_bytes_gzip`, `tflite_bytes` and `inference_ms` (batch-1
+        median), among others. With `model_dir` set, the model is saved there too.
     """
     from trainables import data
     from trainables import metrics
@@ -151,7 +161,9 @@ def train(config: dict[str, Any], report: Report | None = None) -> dict[str, flo
         )
 
     def final_metrics() -> dict[str, float]:
-        return metrics.model_metrics(pruning.strip_pruning(model), digits.x_val[0])
+        return metrics.model_metrics(
+            pruning.strip_pruning(model), digits.x_val[0], model_dir=config["model_dir"]
+        )
 
     reporter = metrics.EpochReporter(
         examples_per_epoch=len(digits.x_train), report=report, final_metrics=final_metrics

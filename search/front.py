@@ -1,0 +1,212 @@
+"""The study's outcome: Pareto front of full-budget trials, hypervolume, kept models.
+
+Only trials that ran every epoch count: a trial stopped early has partial objectives (fewer
+epochs of accuracy), so it can neither join the front nor move the hypervolume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+
+import numpy as np
+
+from search import pareto
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from search.tracking import StudyRuns
+
+
+@dataclasses.dataclass(frozen=True)
+class Front:
+    """The table with `pareto_rank`, `on_front` and `knee` columns, and the hypervolume."""
+
+    table: pd.DataFrame  # every trial; pareto_rank is NaN for trials that did not finish
+    reference_point: dict[str, float]  # in the objectives' own units and directions
+    hypervolume: float
+    curve: list[tuple[float, float]]  # (seconds since the study started, hypervolume)
+
+    @property
+    def points(self) -> pd.DataFrame:
+        """The front, knee first, then by the primary objective."""
+        front = self.table[self.table["on_front"]]
+        return front.sort_values("knee", ascending=False, kind="stable")
+
+
+def analyse(
+    table: pd.DataFrame,
+    objectives: Mapping[str, str],
+    *,
+    reference_point: Mapping[str, float] | None = None,
+    started_at: float = 0.0,
+) -> Front:
+    """Rank full-budget trials by non-dominated sorting; find the knee; compute hypervolume.
+
+    Args:
+        table: one row per trial with `status`, the objectives and `ended_at` (epoch seconds).
+        objectives: metric -> "max"/"min".
+        reference_point: fixed point for the hypervolume, in the objectives' units; when None,
+            the nadir of the full-budget trials pushed out by 10% of each objective's range.
+        started_at: the study's start (epoch seconds), the origin of the hypervolume curve.
+    """
+    table = table.copy()
+    table["pareto_rank"] = np.nan
+    table["on_front"] = False
+    table["knee"] = False
+    finished = table.index[table["status"] == "finished"]
+    loss = pareto.losses(table.loc[finished].to_dict("records"), objectives)
+    signs = np.array([-1.0 if mode == "max" else 1.0 for mode in objectives.values()])
+    if reference_point is not None:
+        reference = np.array([reference_point[m] for m in objectives], dtype=float) * signs
+    elif len(finished):
+        reference = pareto.reference_point(loss)
+    else:
+        reference = np.full(len(objectives), np.nan)
+
+    curve: list[tuple[float, float]] = []
+    hypervolume = 0.0
+    if len(finished):
+        ranks = pareto.nondominated_ranks(loss)
+        table.loc[finished, "pareto_rank"] = ranks
+        table.loc[finished, "on_front"] = ranks == 0
+        on_front = finished[ranks == 0]
+        table.loc[on_front[pareto.knee_index(loss[ranks == 0])], "knee"] = True
+        hypervolume = pareto.hypervolume(loss, reference)
+        order = np.argsort(table.loc[finished, "ended_at"].to_numpy(dtype=float), kind="stable")
+        ended = table.loc[finished, "ended_at"].to_numpy(dtype=float)
+        for count in range(1, len(order) + 1):
+            seen = order[:count]
+            elapsed = float(ended[seen[-1]] - started_at)
+            curve.append((elapsed, pareto.hypervolume(loss[seen], reference)))
+    return Front(
+        table=table,
+        reference_point={m: float(v) for m, v in zip(objectives, reference * signs)},
+        hypervolume=hypervolume,
+        curve=curve,
+    )
+
+
+def record(
+    front: Front,
+    runs: StudyRuns,
+    *,
+    parent_run_id: str,
+    objectives: Mapping[str, str],
+    model_registry_name: str,
+    started_at: float,
+) -> dict[str, str]:
+    """Write the front to MLflow: trial tags, parent artifacts and metrics, front models.
+
+    Returns the registered model URI (`models:/name/version`) of each front trial, by trial name.
+    """
+    from mlflow.entities import Metric
+
+    from search.plots import hypervolume_plot
+    from search.plots import pareto_plot
+
+    table = front.table
+    for _, row in table.iterrows():
+        if not row.get("run_id"):
+            continue
+        rank = row["pareto_rank"]
+        runs.client.set_tag(row["run_id"], "pareto_rank", "" if np.isnan(rank) else str(int(rank)))
+        runs.client.set_tag(row["run_id"], "on_front", str(bool(row["on_front"])).lower())
+        if row["knee"]:
+            runs.client.set_tag(row["run_id"], "knee", "true")
+
+    runs.log_params(
+        parent_run_id, {"reference_point": front.reference_point, "front_size": len(front.points)}
+    )
+    if front.curve:
+        runs.client.log_batch(
+            parent_run_id,
+            metrics=[
+                Metric("hypervolume", value, int((started_at + elapsed) * 1000), step)
+                for step, (elapsed, value) in enumerate(front.curve, start=1)
+            ],
+        )
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        front.points.to_csv(directory / "pareto.csv", index=False)
+        pareto_plot(table, objectives, directory / "pareto.png")
+        if front.curve:
+            elapsed, values = zip(*front.curve)
+            hypervolume_plot(list(elapsed), list(values), directory / "hypervolume.png")
+        for name in ("pareto.csv", "pareto.png", "hypervolume.png"):
+            if (directory / name).exists():
+                runs.client.log_artifact(parent_run_id, str(directory / name))
+    return _register_front_models(front, runs, model_registry_name, parent_run_id, objectives)
+
+
+def _register_front_models(
+    front: Front,
+    runs: StudyRuns,
+    name: str,
+    parent_run_id: str,
+    objectives: Mapping[str, str],
+) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    uris: dict[str, str] = {}
+    points = front.points
+    saved = [
+        row
+        for _, row in points.iterrows()
+        if row.get("model_dir") and Path(row["model_dir"]).is_dir() and row.get("run_id")
+    ]
+    if not saved:
+        return uris
+    try:
+        runs.client.create_registered_model(
+            name, description="Pareto-front models of the studies in this experiment."
+        )
+    except MlflowException:
+        pass  # registered by an earlier study of the same experiment
+    for row in saved:
+        runs.client.log_artifacts(row["run_id"], row["model_dir"], artifact_path="model")
+        version = runs.client.create_model_version(
+            name,
+            source=f"runs:/{row['run_id']}/model",
+            run_id=row["run_id"],
+            tags={
+                "study_run_id": parent_run_id,
+                "trial": row["trial"],
+                "knee": str(bool(row["knee"])).lower(),
+                **{metric: f"{row[metric]:.6g}" for metric in objectives},
+            },
+        )
+        runs.client.set_tag(row["run_id"], "registered_model", f"models:/{name}/{version.version}")
+        uris[row["trial"]] = f"models:/{name}/{version.version}"
+    return uris
+
+
+def discard_models(models_dir: Path) -> None:
+    """Remove the study's saved models; the front ones now live in MLflow."""
+    shutil.rmtree(models_dir, ignore_errors=True)
+
+
+def describe(front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str]) -> str:
+    """The front as aligned text for the terminal: knee first, objectives then parameters."""
+    from search.study import format_table
+
+    points = front.points
+    if points.empty:
+        return "No trial ran its full budget, so there is no Pareto front."
+    shown = points[["trial", *objectives, *[p for p in params if p in points]]].copy()
+    shown.insert(1, "knee", np.where(points["knee"], "*", ""))
+    if uris:
+        shown["model"] = [uris.get(trial, "-") for trial in points["trial"]]
+    reference = ", ".join(f"{m}={v:.4g}" for m, v in front.reference_point.items())
+    return (
+        format_table(shown, hide=())
+        + f"\nHypervolume {front.hypervolume:.4g} against the reference point ({reference})."
+    )
+
+

@@ -1,0 +1,67 @@
+"""Pictures of a study: the Pareto front and the hypervolume curve (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _pyplot():  # noqa: ANN202 - matplotlib's module
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto_plot(table: pd.DataFrame, objectives: Mapping[str, str], path: Path) -> Path:
+    """The primary objective against each other one: full-budget trials as dots, the front as
+    large connected markers with the knee ringed, trials stopped early as grey crosses (their
+    values are partial)."""
+    plt = _pyplot()
+    primary, *others = list(objectives)
+    others = others or [primary]
+    figure, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.5), squeeze=False)
+    finished = table[table["status"] == "finished"]
+    stopped = table[table["status"] == "stopped"]
+    front = finished[finished["on_front"]]
+    for axis, other in zip(axes[0], others):
+        axis.scatter(stopped[other], stopped[primary], marker="x", color="0.6", label="stopped early (partial)")
+        axis.scatter(finished[other], finished[primary], color="tab:blue", alpha=0.6, label="full budget")
+        if len(objectives) == 2:
+            line = front.sort_values(other)
+            axis.plot(line[other], line[primary], color="tab:red", drawstyle="steps-post", alpha=0.6)
+        axis.scatter(front[other], front[primary], s=80, color="tab:red", label="Pareto front")
+        knee = front[front["knee"]]
+        axis.scatter(knee[other], knee[primary], s=220, facecolors="none", edgecolors="black", label="knee")
+        for _, row in front.iterrows():
+            axis.annotate(row["trial"], (row[other], row[primary]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        axis.set_xlabel(f"{other} ({objectives[other]})")
+        axis.set_ylabel(f"{primary} ({objectives[primary]})")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle("Pareto front of full-budget trials")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def hypervolume_plot(elapsed_s: list[float], values: list[float], path: Path) -> Path:
+    """Hypervolume of the full-budget trials' front against study time."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.step(elapsed_s, values, where="post", marker="o")
+    axis.set_xlabel("study time (s)")
+    axis.set_ylabel("hypervolume")
+    axis.set_title("Hypervolume of the front over the study")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

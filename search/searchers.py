@@ -1,0 +1,58 @@
+"""Searchers: Optuna samplers behind Ray Tune, told only what is true.
+
+Ray's `OptunaSearch` tells Optuna that a trial the scheduler stopped early COMPLETED with its
+partial values: a trial cut after one epoch then looks fast, and the sampler learns from it as if
+it were a full-budget result. `TruthfulOptunaSearch` tells such trials as PRUNED (Optuna's own
+word for "stopped early by a pruner"; TPE ranks pruned trials below every complete one, NSGA-II
+leaves them out of its population), and trials whose objectives are NaN or infinite as FAILED.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+from search.errors import SpaceError
+
+from search.space import SEARCHERS
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that reports early-stopped trials as PRUNED and NaN results as FAILED.
+
+    Args:
+        stopped_early: tells, by Ray trial id, whether the scheduler stopped the trial early.
+        **kwargs: passed to `OptunaSearch` (space, metric, mode, sampler).
+    """
+
+    def __init__(self, *, stopped_early: Callable[[str], bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stopped_early = stopped_early
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result and self._stopped_early(trial_id):
+            result = None  # no values and no error: OptunaSearch tells it as PRUNED
+        elif result and not all(_finite(result.get(m)) for m in self.metric):
+            result, error = None, True  # told as FAIL
+        super().on_trial_complete(trial_id, result, error)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler: "tpe" (default), "nsga2" or "random"."""
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SpaceError(f"Unknown searcher {kind!r}; choose one of {SEARCHERS}.")
