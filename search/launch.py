@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCHEDULERS,
         help="early stopping: mo-asha (default with several objectives), asha (on the first objective), none",
     )
+    budget.add_argument("--max-retries", type=int, metavar="N", help="start a failed trial again up to N times (default 0)")
     resources = parser.add_argument_group("resources")
     resources.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
     resources.add_argument("--cpus-per-trial", type=_non_negative_float, metavar="X", help="CPUs reserved per trial")
@@ -100,6 +101,7 @@ def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpac
         "gpus_per_trial": options.gpus_per_trial,
         "searcher": options.searcher,
         "scheduler": options.scheduler,
+        "max_retries": options.max_retries,
     }
     changes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
     if changes.get("max_epochs") is not None and options.grace_period is None:
@@ -119,11 +121,39 @@ def _check_results_dir(results_dir: Path) -> None:
         raise SpaceError(f"Results directory {results_dir} is not writable: {error.strerror}.") from error
 
 
+def _check_tracking_uri(tracking_uri: str | None) -> None:
+    """Fail before Ray starts if the MLflow store cannot be reached."""
+    if tracking_uri is None:
+        return  # the sqlite store in the (checked) results directory
+    if tracking_uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5).close()
+        except OSError as error:
+            reason = getattr(error, "reason", error)
+            raise SpaceError(
+                f"MLflow tracking URI {tracking_uri} is unreachable ({reason}); start the server "
+                "or leave out --tracking-uri to use the local store."
+            ) from error
+        return
+    if tracking_uri.startswith("sqlite:///"):
+        folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise SpaceError(f"MLflow tracking URI {tracking_uri}: folder {folder} does not exist.")
+        return
+    raise SpaceError(
+        f"Unsupported MLflow tracking URI {tracking_uri!r}; use sqlite:///ABSOLUTE/PATH.db or an "
+        "http(s):// MLflow server."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
         space = apply_options(load_space(options.space_file), options)
         _check_results_dir(options.results_dir)
+        _check_tracking_uri(options.tracking_uri)
     except SpaceError as error:
         if options.debug:
             raise
@@ -159,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.stopped_at_rung:
         stops = ", ".join(f"{n} at epoch {rung}" for rung, n in result.stopped_at_rung.items())
         print(f"Stopped early: {stops}.")
-    print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}):")
+    print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}), full-budget trials first:")
     print(format_table(table, rows=10))
     print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
     print(describe(result.front, space.objectives, list(space.params), result.model_uris))

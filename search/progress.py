@@ -1,4 +1,5 @@
-"""A compact progress view: one line per trial that ends, with the study's running totals."""
+"""A compact progress view: one line per trial that ends (and a heartbeat every 30 s while
+none does), with the study's running totals, best value so far and estimated time left."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class ProgressLines(tune.Callback):
         objectives: dict[str, str],
         name_of: Callable[[Trial], str],
         stopped_early: Callable[[str], bool],
-        stream: TextIO = sys.stdout,
+        stream: TextIO | None = None,
+        heartbeat_s: float = 30.0,
     ) -> None:
         self.total = total
         self.objectives = objectives
@@ -44,29 +46,37 @@ class ProgressLines(tune.Callback):
         self.name_of = name_of
         self.stopped_early = stopped_early
         self.stream = stream
-        self.start = time.monotonic()
+        self.start = self.last_said = time.monotonic()
+        self.heartbeat_s = heartbeat_s
         self.counts = {"finished": 0, "stopped": 0, "failed": 0}
         self.best: tuple[float, str] | None = None
 
-    def _say(self, text: str, trials: list, ended_trial: Trial) -> None:
+    def _say(self, text: str, trials: list, ended_trial: Trial | None = None) -> None:
         ended = sum(self.counts.values())
+        elapsed = time.monotonic() - self.start
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended_trial)
-        best = (
-            f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
-        )
+        best = f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
+        # Remaining time, assuming the remaining trials take as long on average as the ended ones.
+        left = f", ~{_clock(elapsed / ended * (self.total - ended))} left" if 0 < ended < self.total else ""
         print(
-            f"[{_clock(time.monotonic() - self.start)}] {text} | {ended}/{self.total} ended "
+            f"[{_clock(elapsed)}] {text} | {ended}/{self.total} ended "
             f"({self.counts['finished']} finished, {self.counts['stopped']} stopped, "
-            f"{self.counts['failed']} failed), {running} running{best}",
-            file=self.stream,
+            f"{self.counts['failed']} failed), {running} running{best}{left}",
+            file=self.stream or sys.stdout,  # looked up late: a notebook's stdout cannot be pickled
             flush=True,
         )
+        self.last_said = time.monotonic()
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        # A heartbeat while long trials run and none ends.
+        if time.monotonic() - self.last_said >= self.heartbeat_s:
+            self._say("still running", trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
         status = "stopped" if self.stopped_early(trial.trial_id) else "finished"
         self.counts[status] += 1
-        value = result.get(self.primary)
+        value = result.get(self.primary) if status == "finished" else None  # full budget only
         if isinstance(value, (int, float)) and (
             self.best is None or (value > self.best[0] if self.mode == "max" else value < self.best[0])
         ):

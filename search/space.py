@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import optuna
 
 MODES = ("max", "min")
+SPACE_MODULE_PREFIX = "_search_space_"  # space files are imported under this module name prefix
 SEARCHERS = ("tpe", "nsga2", "random")  # Optuna samplers, all seeded
 SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
 
@@ -57,6 +58,11 @@ class Float:
     def suggest(self, trial: optuna.Trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        import optuna
+
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def bounds(self) -> tuple[Any, Any]:
         return self.low, self.high
 
@@ -86,6 +92,11 @@ class Int:
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        import optuna
+
+        return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def bounds(self) -> tuple[Any, Any]:
         return self.low, self.high
 
@@ -106,6 +117,11 @@ class Choice:
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.options))
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        import optuna
+
+        return optuna.distributions.CategoricalDistribution(list(self.options))
 
 
 
@@ -136,6 +152,7 @@ class SearchSpace:
         searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler.
         scheduler: "auto" (default: "mo-asha" with several objectives, else "asha"), "mo-asha",
             "asha" (on the first objective) or "none" (no early stopping).
+        max_retries: times a failed trial is started again before it counts as FAILED.
         reference_point: objective -> value bounding the hypervolume (a point every useful trial
             beats, e.g. accuracy 0.9 and 5 s per epoch). Fix it to compare hypervolumes across
             studies; when None, each study derives one from its own worst full-budget values.
@@ -156,6 +173,7 @@ class SearchSpace:
     seed: int = 0
     searcher: str = "tpe"
     scheduler: str = "auto"
+    max_retries: int = 0
     reference_point: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
@@ -207,6 +225,8 @@ class SearchSpace:
             raise SpaceError(
                 f"`grace_period` ({self.grace_period}) must not exceed `max_epochs` ({self.max_epochs})."
             )
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise SpaceError(f"`max_retries` must be an integer >= 0, but got {self.max_retries!r}.")
         if not isinstance(self.reduction_factor, int) or self.reduction_factor < 2:
             raise SpaceError(f"`reduction_factor` must be an integer >= 2, but got {self.reduction_factor!r}.")
         if not self.cpus_per_trial > 0 or self.gpus_per_trial < 0:
@@ -258,6 +278,19 @@ class SearchSpace:
             domain.suggest(trial, name)
         return {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
 
+    def describe(self) -> str:
+        """The searched parameters as JSON (Optuna's distribution format), for the study record."""
+        import json
+
+        import optuna
+
+        return json.dumps(
+            {
+                name: json.loads(optuna.distributions.distribution_to_json(domain.distribution()))
+                for name, domain in self.params.items()
+            }
+        )
+
     def replace(self, **changes: Any) -> SearchSpace:
         """A copy with some fields changed (and validated again)."""
         return dataclasses.replace(self, **changes)
@@ -274,7 +307,7 @@ def load_space(path: str | Path) -> SearchSpace:
         raise SpaceError(f"Space file not found: {path} (expected a Python file such as spaces/mnist.py).")
     if path.suffix != ".py":
         raise SpaceError(f"Space file must be a Python file ending in .py, but got {path}.")
-    module_name = f"_search_space_{path.stem}"
+    module_name = f"{SPACE_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise SpaceError(f"Cannot import {path} as a Python module.")

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,9 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
     "RAY_TRAIN_V2_ENABLED": "1",
+    # A reused worker waits this long for a stopped trial's thread before taking the next trial
+    # (Ray's default, 2 s, is shorter than one epoch of many models and then fails the trial).
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
@@ -70,28 +74,56 @@ def _run_trial(
     """The Tune function: train one configuration, forwarding each report to Tune.
 
     The trainable saves its final model under `models_dir/<trial id>`; the study keeps the
-    models of the Pareto front and discards the rest.
+    models of the Pareto front and discards the rest. It polls `should_stop` between batches.
     """
     from ray import tune
 
     _limit_threads(cpus)
     model_dir = os.path.join(models_dir, tune.get_context().get_trial_id())
-    trainable({**config, "model_dir": model_dir}, report=tune.report)
+    trainable({**config, "model_dir": model_dir}, report=tune.report, should_stop=_stop_requested)
+
+
+def _ship_space_file_code(space: SearchSpace) -> None:
+    """Let Ray workers run a trainable defined in the space file itself.
+
+    Space files are imported under a private module name workers cannot import, so such a
+    trainable travels by value; trainables from installed packages travel by reference.
+    """
+    import ray.cloudpickle
+
+    from search.space import SPACE_MODULE_PREFIX
+
+    module = sys.modules.get(getattr(space.trainable, "__module__", ""))
+    if module is not None and module.__name__.startswith(SPACE_MODULE_PREFIX):
+        ray.cloudpickle.register_pickle_by_value(module)
+
+
+def _stop_requested() -> bool:
+    """True once Tune has asked this trial to stop (the scheduler stopped it early).
+
+    Without this the trial trains to the end of its epoch before it notices, wasting that time,
+    and a reused worker cannot take the next trial until it does.
+    """
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return bool(session is not None and session.stop_event.is_set())
 
 
 def summary_table(rows: list[dict[str, Any]], space: SearchSpace) -> pd.DataFrame:
-    """Trials as a table, best first by the primary objective; failed trials last."""
+    """Trials as a table: full-budget trials first, then those stopped early (their metrics are
+    partial), then failed ones; within each, best first by the primary objective."""
     import pandas as pd
 
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     ascending = space.primary_mode == "min"
-    table["_failed"] = table["status"] == "failed"
+    table["_order"] = table["status"].map({"finished": 0, "stopped": 1}).fillna(2)
     table = table.sort_values(
-        ["_failed", space.primary_metric], ascending=[True, ascending], na_position="last"
+        ["_order", space.primary_metric], ascending=[True, ascending], na_position="last"
     )
-    return table.drop(columns="_failed").reset_index(drop=True)
+    return table.drop(columns="_order").reset_index(drop=True)
 
 
 # Columns of the summary table after the objectives, when the trainable reports them.
@@ -163,6 +195,10 @@ def run_study(
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not verbose:
+        # Ray Tune logs each failed trial's traceback; the progress line names the error and
+        # the trial's MLflow run keeps the traceback (error tag, error.txt).
+        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
@@ -191,7 +227,7 @@ def run_study(
         study_name,
         params={
             "objectives": dict(space.objectives),
-            "search_space": {name: repr(domain) for name, domain in space.params.items()},
+            "search_space": space.describe(),
             "constants": dict(space.constants),
             "searcher": space.searcher,
             "scheduler": type(scheduler).__name__,
@@ -211,6 +247,7 @@ def run_study(
         },
         tags={"study": study_name, "space": space.name, "role": "study"},
     )
+    runs.client.log_text(parent_run_id, space.describe(), "search_space.json")
     if space_file is not None:
         runs.client.log_artifact(parent_run_id, str(space_file))
 
@@ -226,6 +263,7 @@ def run_study(
             )
         )
 
+    _ship_space_file_code(space)
     if not ray.is_initialized():
         ray.init(
             include_dashboard=False,
@@ -255,7 +293,7 @@ def run_study(
             storage_path=str(results_dir / "ray"),
             callbacks=callbacks,
             verbose=2 if verbose else 0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=space.max_retries),
         ),
     )
 
@@ -340,6 +378,7 @@ def format_table(
     if table.empty:
         return "(no trials)"
     shown = table.drop(columns=[c for c in hide if c in table])
+    shown = shown.map(lambda value: "-" if value is None else value)  # e.g. metrics of failed trials
     shown = shown.head(rows) if rows else shown
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         return shown.to_string(index=False, float_format=_number, na_rep="-")

@@ -83,7 +83,21 @@ class StudyRuns:
         else:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        # Tells the MLflow 3 UI to open this experiment in its model-training view (runs, charts)
+        # rather than the GenAI one (traces).
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         self.parent_run_id: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the Tuner's callbacks (for restoring an experiment); a live client holds
+        # connections and locks that cannot be pickled, so only its address travels.
+        return {key: value for key, value in vars(self).items() if key != "client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from mlflow import MlflowClient
+
+        vars(self).update(state)
+        self.client = MlflowClient(self.tracking_uri)
 
     def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
@@ -127,6 +141,7 @@ class TrialRuns(tune.Callback):
         self.run_ids: dict[str, str] = {}
         self.numbers: dict[str, int] = {}
         self.ended_at: dict[str, float] = {}  # epoch seconds, by trial id
+        self.retries: dict[str, int] = {}
 
     def trial_name(self, trial: Trial) -> str:
         number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
@@ -160,6 +175,14 @@ class TrialRuns(tune.Callback):
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
         self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        # The trial raised and will be started again (`max_retries`); keep one run, say so.
+        run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None:
+            self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+            self.runs.client.set_tag(run_id, "retries", str(self.retries[trial.trial_id]))
+            self.runs.client.set_tag(run_id, f"error_before_retry_{self.retries[trial.trial_id]}", error_message(trial)[-5000:])
+
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
@@ -167,6 +190,9 @@ class TrialRuns(tune.Callback):
         self.ended_at[trial.trial_id] = time.time()
         message = error_message(trial)
         self.runs.client.set_tag(run_id, "error", message[-5000:])
+        path = getattr(trial, "error_file", None)
+        if path and os.path.exists(path):
+            self.runs.client.log_artifact(run_id, path, artifact_path="error")
         self.runs.end(run_id, "FAILED")
 
 

@@ -16,26 +16,49 @@ from trainables._keras import keras
 ROOT = Path(__file__).parents[1]
 
 
+GOOD_SPACE = (ROOT / "spaces/mnist.py").read_text()
+
+
+def _variant(old: str, new: str) -> str:
+    assert old in GOOD_SPACE
+    return GOOD_SPACE.replace(old, new)
+
+
 @pytest.mark.parametrize(
     "write, args, message",
     [
         (None, ["missing.py"], "Space file not found"),
-        ("SPACE = (\n", ["bad.py"], "syntax error"),
+        ("SPACE = 1\n", ["space.txt"], "must be a Python file ending in .py"),
+        ("SPACE = (\n", ["bad.py"], "bad.py:1: syntax error"),
         ("x = 1\n", ["bad.py"], "must define `SPACE = SearchSpace(...)`"),
+        (_variant("Int(16, 256, log=True)", "Int(256, 16, log=True)"), ["bad.py"], "`width`: the range is empty or inverted"),
+        (_variant("Float(3e-4, 1e-2, log=True)", "Float(-1e-3, 1e-2)"), ["bad.py"], "`learning_rate` = -0.001 is rejected by the trainable: `learning_rate` must be positive"),
+        (_variant("Choice([32, 64, 128, 256])", "Choice([0, 64])"), ["bad.py"], "`batch_size` = 0 is rejected by the trainable: `batch_size` must be positive"),
+        (_variant('"epoch_time_s": "min"', '"epoch_seconds": "min"'), ["bad.py"], "Unknown objective ['epoch_seconds']"),
         (None, [str(ROOT / "spaces/mnist.py"), "--set", "widht=3"], "Unknown config keys ['widht']"),
         (None, [str(ROOT / "spaces/mnist.py"), "--max-epochs", "1", "--grace-period", "2"], "grace_period"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--tracking-uri", "http://127.0.0.1:9/"], "is unreachable"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--tracking-uri", "sqlite:////nonexistent/dir/m.db"], "does not exist"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--results-dir", "{tmp}/file.txt/results"], "is not writable"),
     ],
 )
-def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, write, args, message):
+def test_bad_input_gives_one_line_and_exit_code_2_before_ray_starts(tmp_path, capsys, write, args, message):
+    import ray
+
+    (tmp_path / "file.txt").write_text("")
     if write is not None:
         (tmp_path / args[0]).write_text(write)
-    args = [str(tmp_path / a) if a.endswith(".py") and write is not None else a for a in args]
-    code = launch.main([*args, "--results-dir", str(tmp_path / "results")])
+        args = [str(tmp_path / args[0]), *args[1:]]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--results-dir" not in args:
+        args += ["--results-dir", str(tmp_path / "results")]
+    code = launch.main(args)
     err = capsys.readouterr().err
-    # Exit code 2, one line that names the problem, no traceback.
+    # Exit code 2, one line that names the problem, no traceback, and Ray never started.
     assert code == 2
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert not ray.is_initialized()
 
 
 def test_unknown_cli_option_exits_2(capsys):
@@ -46,14 +69,8 @@ def test_unknown_cli_option_exits_2(capsys):
 
 
 @pytest.mark.timeout(600)
-def test_tiny_study_records_parent_and_nested_trial_runs(tmp_path):
-    command = [
-        sys.executable, "-m", "search.launch", str(ROOT / "spaces/mnist.py"),
-        "--trials", "4", "--max-epochs", "2", "--grace-period", "1", "--seed", "1",
-        "--set", "data_source=bundled", "--set", "train_examples=1000",
-        "--results-dir", str(tmp_path / "results"), "--experiment", "smoke",
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
+    tmp_path, done = tiny_study
     assert done.returncode == 0, done.stdout + done.stderr
 
     # The terminal shows progress, the summary table and how to open the MLflow UI.

@@ -65,3 +65,22 @@ def test_cnn_learns_the_bundled_digits(tiny_config):
 def test_invalid_configs_are_rejected_before_training(tiny_config, change, message):
     with pytest.raises(ValueError, match=message):
         train({**tiny_config, **change})
+
+
+def test_training_ends_mid_epoch_when_asked_to_stop(tiny_config):
+    reports, polls = [], []
+
+    def should_stop():
+        polls.append(1)
+        return len(polls) > 3  # after the fourth batch of the first epoch
+
+    final = train({**tiny_config, "epochs": 3}, report=reports.append, should_stop=should_stop)
+    # No epoch completes, so nothing is reported, and training stops at once (one poll per batch).
+    assert reports == [] and final == {}
+    assert len(polls) == 4
+
+
+def test_diverging_training_raises_a_clear_error(tiny_config):
+    # A learning rate this large sends the loss to NaN/inf within the first epoch.
+    with pytest.raises(FloatingPointError, match="Training diverged: loss became"):
+        train({**tiny_config, "learning_rate": 1e12, "epochs": 2}, report=lambda m: None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import statistics
@@ -33,7 +34,8 @@ class EpochReporter(keras.callbacks.Callback):
 
     On the last epoch (the planned last one, or one after which another callback stopped
     training), `final_metrics(model)` is merged into the report, so the last report carries
-    everything the trial measured.
+    everything the trial measured. If `should_stop()` turns true, training ends after the
+    current batch and nothing more is reported.
     """
 
     def __init__(
@@ -42,11 +44,14 @@ class EpochReporter(keras.callbacks.Callback):
         examples_per_epoch: int,
         report: Report,
         final_metrics: Callable[[], dict[str, float]],
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
         self.report = report
         self.final_metrics = final_metrics
+        self.should_stop = should_stop
+        self.abandoned = False
         self.train_time_s = 0.0
         self.history: list[dict[str, Any]] = []
 
@@ -58,11 +63,23 @@ class EpochReporter(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._first_batch_end is None:
             self._first_batch_end = time.perf_counter()
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(
+                f"Training diverged: loss became {float(loss)} at epoch {len(self.history) + 1}, "
+                f"batch {batch + 1}. A smaller learning rate usually helps."
+            )
+        if self.should_stop is not None and self.should_stop():
+            # Whoever runs the trial no longer wants it: end now, mid-epoch, without reporting.
+            self.abandoned = True
+            self.model.stop_training = True
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.abandoned:
+            return
         train_end = self._train_end or time.perf_counter()
         wall = train_end - self._epoch_start
         steps = self.params.get("steps") or 1

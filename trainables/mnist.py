@@ -19,6 +19,8 @@ from trainables.data import SOURCES
 from trainables.models import ARCHITECTURES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from trainables.metrics import Report
 
 # Every key `train` accepts, with its default. A config key that is not here is an error.
@@ -90,13 +92,20 @@ def _print_report(metrics: dict[str, Any]) -> None:
     print("  ".join(f"{key}={metrics[key]:.4g}" for key in shown if key in metrics))
 
 
-def train(config: dict[str, Any], report: Report | None = None) -> dict[str, float]:
+def train(
+    config: dict[str, Any],
+    report: Report | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, float]:
     """Train the configuration and return the metrics of the last epoch plus model metrics.
 
     Args:
         config: any subset of `DEFAULTS`; missing keys take the default.
         report: called once per epoch with that epoch's metrics (`EPOCH_METRICS`); the last call
             also carries `FINAL_METRICS`. Defaults to printing one line per epoch.
+        should_stop: polled after every batch; when it returns True, training ends at once
+            (an early-stopping scheduler has given up on the trial) and the last full epoch's
+            report is returned.
 
     Returns:
         The last report: `val_accuracy`, `val_loss`, `epoch_time_s` (steady-state seconds of one
@@ -166,12 +175,15 @@ def train(config: dict[str, Any], report: Report | None = None) -> dict[str, flo
         )
 
     reporter = metrics.EpochReporter(
-        examples_per_epoch=len(digits.x_train), report=report, final_metrics=final_metrics
+        examples_per_epoch=len(digits.x_train),
+        report=report,
+        final_metrics=final_metrics,
+        should_stop=should_stop,
     )
     model.fit(
         train_ds, validation_data=val_ds, epochs=epochs, callbacks=[*callbacks, reporter], verbose=0
     )
-    return reporter.history[-1]
+    return reporter.history[-1] if reporter.history else {}
 
 
 # The trainable contract's optional declarations, read by `search` before a study starts.

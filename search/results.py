@@ -1,0 +1,245 @@
+"""Read a study back from MLflow: its trials as a DataFrame, its front, its models.
+
+Everything comes from the MLflow store, so it works in a notebook on any machine that can reach the
+store, long after the study ran:
+
+    >>> from search.results import load_study
+    >>> study = load_study("mnist", results_dir="results")      # the latest study of the experiment
+    >>> study.trials[["trial", "status", "val_accuracy", "epoch_time_s"]]
+    >>> study.front                                               # full-budget Pareto front
+    >>> study.history("trial-003")                                # per-epoch metrics
+    >>> study.download_model("trial-003", "chosen/")              # model.keras, model.tflite
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from search.tracking import default_tracking_uri
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+    from mlflow import MlflowClient
+
+# MLflow run status -> what happened to the trial.
+STATUS = {"FINISHED": "finished", "KILLED": "stopped", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
+
+
+@dataclasses.dataclass
+class Study:
+    """One study as recorded in MLflow."""
+
+    experiment: str
+    name: str  # the study (parent) run's name
+    run_id: str  # the study run's id
+    tracking_uri: str
+    objectives: dict[str, str]
+    settings: dict[str, str]  # the study run's parameters
+    metrics: dict[str, float]  # the study run's metrics (best values, counts, hypervolume)
+    trials: pd.DataFrame  # one row per trial; see `load_study`
+    client: MlflowClient = dataclasses.field(repr=False)
+
+    @property
+    def front(self) -> pd.DataFrame:
+        """The Pareto front of full-budget trials, knee first."""
+        front = self.trials[self.trials["on_front"]]
+        return front.sort_values("knee", ascending=False, kind="stable").reset_index(drop=True)
+
+    @property
+    def params(self) -> list[str]:
+        """Names of the searched parameters."""
+        return list(self.search_space())
+
+    def search_space(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The searched parameters as Optuna distributions (from the study's `search_space.json`)."""
+        import optuna
+
+        text = self.client.download_artifacts(self.run_id, "search_space.json")
+        return {
+            name: optuna.distributions.json_to_distribution(json.dumps(spec))
+            for name, spec in json.loads(Path(text).read_text()).items()
+        }
+
+    def _run_id(self, trial: str) -> str:
+        rows = self.trials[self.trials["trial"] == trial]
+        if rows.empty:
+            raise ValueError(f"No trial {trial!r} in study {self.name}; trials are {list(self.trials['trial'])}.")
+        return rows.iloc[0]["run_id"]
+
+    def history(self, trial: str) -> pd.DataFrame:
+        """Per-epoch metrics of one trial: one row per epoch, one column per metric."""
+        import pandas as pd
+
+        run_id = self._run_id(trial)
+        names = self.client.get_run(run_id).data.metrics
+        frames = [
+            pd.Series({m.step: m.value for m in self.client.get_metric_history(run_id, name)}, name=name)
+            for name in names
+        ]
+        table = pd.concat(frames, axis=1).sort_index()
+        table.index.name = "epoch"
+        return table.drop(columns="epoch", errors="ignore").reset_index()
+
+    def model_uri(self, trial: str) -> str | None:
+        """The registered model URI (`models:/name/version`) of a front trial, else None."""
+        value = self.trials.loc[self.trials["trial"] == trial, "model_uri"]
+        return value.iloc[0] if len(value) and isinstance(value.iloc[0], str) else None
+
+    def download_model(self, trial: str, directory: str | Path) -> Path:
+        """Download a front trial's model files (`model.keras`, `model.tflite`) into `directory`."""
+        import mlflow
+
+        uri = self.model_uri(trial)
+        if uri is None:
+            raise ValueError(f"{trial} kept no model; only Pareto-front trials do: {list(self.front['trial'])}.")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(directory)))
+
+    def optuna_study(self, objectives: list[str] | None = None) -> optuna.Study:
+        """The full-budget trials as an in-memory Optuna study, e.g. for parameter importance:
+
+        >>> optuna.importance.get_param_importances(study.optuna_study(), target=lambda t: t.values[0])
+        """
+        import optuna
+
+        objectives = objectives or list(self.objectives)
+        distributions = self.search_space()
+        optuna_study = optuna.create_study(
+            directions=["maximize" if self.objectives.get(m, "min") == "max" else "minimize" for m in objectives]
+        )
+        finished = self.trials[self.trials["status"] == "finished"]
+        for _, row in finished.iterrows():
+            params = {name: _restore(row[name], distributions[name]) for name in distributions}
+            optuna_study.add_trial(
+                optuna.trial.create_trial(
+                    params=params, distributions=distributions, values=[row[m] for m in objectives]
+                )
+            )
+        return optuna_study
+
+
+def _restore(value: Any, distribution: Any) -> Any:
+    """MLflow stores parameters as text; turn one back into its distribution's type."""
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        for choice in distribution.choices:
+            if str(choice) == str(value):
+                return choice
+        return value
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return int(float(value))
+    return float(value)
+
+
+def list_studies(
+    experiment: str, *, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> pd.DataFrame:
+    """The studies of an experiment, newest first: name, run id, status, start time, key metrics."""
+    import pandas as pd
+
+    client, experiment_id, _ = _open(experiment, tracking_uri, results_dir)
+    runs = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    return pd.DataFrame(
+        [
+            {
+                "study": run.info.run_name,
+                "run_id": run.info.run_id,
+                "status": run.info.status,
+                "started": pd.Timestamp(run.info.start_time, unit="ms"),
+                **run.data.metrics,
+            }
+            for run in runs
+        ]
+    )
+
+
+def _open(experiment: str, tracking_uri: str | None, results_dir: str | Path) -> tuple[MlflowClient, str, str]:
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri(Path(results_dir))
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"No experiment {experiment!r} in {uri}; found {names}.")
+    return client, found.experiment_id, uri
+
+
+def load_study(
+    experiment: str,
+    *,
+    study: str | None = None,
+    tracking_uri: str | None = None,
+    results_dir: str | Path = "results",
+) -> Study:
+    """Load a study from MLflow.
+
+    Args:
+        experiment: the MLflow experiment (the space's name unless `--experiment` was given).
+        study: the study run's name or id; default the latest study of the experiment.
+        tracking_uri: the MLflow store; default the sqlite store in `results_dir`.
+        results_dir: the study's results directory (used when `tracking_uri` is None).
+
+    Returns:
+        A `Study` whose `trials` table has one row per trial: `trial`, `status` (finished, stopped,
+        failed, running), `stopped_early`, the searched parameters, every final metric,
+        `pareto_rank`, `on_front`, `knee`, `model_uri` (front trials) and `run_id`.
+    """
+    import pandas as pd
+
+    client, experiment_id, uri = _open(experiment, tracking_uri, results_dir)
+    studies = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    if not studies:
+        raise ValueError(f"Experiment {experiment!r} holds no study yet.")
+    if study is not None:
+        studies = [run for run in studies if study in (run.info.run_name, run.info.run_id)]
+        if not studies:
+            raise ValueError(f"No study {study!r} in experiment {experiment!r}.")
+    parent = studies[0]
+    objectives = ast.literal_eval(parent.data.params.get("objectives", "{}"))
+    trial_runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10000
+    )
+    rows = []
+    for run in sorted(trial_runs, key=lambda r: r.info.run_name or ""):
+        tags = run.data.tags
+        rows.append(
+            {
+                "trial": run.info.run_name,
+                "status": STATUS.get(run.info.status, run.info.status.lower()),
+                "stopped_early": tags.get("stopped_early") == "true",
+                **run.data.params,
+                **run.data.metrics,
+                "pareto_rank": float(tags["pareto_rank"]) if tags.get("pareto_rank") else float("nan"),
+                "on_front": tags.get("on_front") == "true",
+                "knee": tags.get("knee") == "true",
+                "model_uri": tags.get("registered_model"),
+                "error": tags.get("error"),
+                "run_id": run.info.run_id,
+            }
+        )
+    trials = pd.DataFrame(rows)
+    if not trials.empty:
+        for column in trials.columns:  # parameters come back as text; numbers become numbers
+            if trials[column].dtype == object:
+                converted = pd.to_numeric(trials[column], errors="coerce")
+                if converted.notna().sum() == trials[column].notna().sum():
+                    trials[column] = converted
+    return Study(
+        experiment=experiment,
+        name=parent.info.run_name,
+        run_id=parent.info.run_id,
+        tracking_uri=uri,
+        objectives=objectives,
+        settings=dict(parent.data.params),
+        metrics=dict(parent.data.metrics),
+        trials=trials,
+        client=client,
+    )

@@ -1,0 +1,75 @@
+"""A trial that crashes is marked FAILED and the study goes on; if all crash, the study fails."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+# A space whose trainable (defined in the space file, no TensorFlow) crashes for one option.
+CRASHING_SPACE = '''
+from search.space import Choice, SearchSpace
+
+
+def train(config, report=None, should_stop=None):
+    if config["mode"] in {MODES}:
+        raise RuntimeError(f"boom: mode {{config['mode']}} cannot train")
+    for epoch in range(1, config["epochs"] + 1):
+        report({{"epoch": epoch, "score": 0.5}})
+    return {{"epoch": config["epochs"], "score": 0.5}}
+
+
+train.metrics = ("epoch", "score")
+
+SPACE = SearchSpace(
+    name="crashing",
+    trainable=train,
+    params={{"mode": Choice(["ok", "crash"])}},
+    objectives={{"score": "max"}},
+    num_samples=6,
+    max_epochs=2,
+    scheduler="none",
+    searcher="random",
+    seed=0,
+)
+'''
+
+
+def _run(tmp_path: Path, crashing_modes: set[str]):
+    space = tmp_path / "crashing.py"
+    space.write_text(CRASHING_SPACE.format(MODES=crashing_modes))
+    command = [sys.executable, "-m", "search.launch", str(space), "--results-dir", str(tmp_path / "results")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("crashing")
+    trials = client.search_runs([experiment.experiment_id])
+    study = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'study'")
+    return done, [t for t in trials if "mlflow.parentRunId" in t.data.tags], study[0]
+
+
+@pytest.mark.timeout(600)
+def test_crashing_trials_are_failed_and_the_study_goes_on(tmp_path):
+    done, trials, study = _run(tmp_path, {"crash"})
+    statuses = sorted(t.info.status for t in trials)
+    # The study completes (exit 0) with every trial recorded: the crashes as FAILED, with the
+    # exception as a tag, and the others FINISHED with their metrics.
+    assert done.returncode == 0, done.stderr
+    assert len(trials) == 6 and "FAILED" in statuses and "FINISHED" in statuses
+    for trial in trials:
+        if trial.info.status == "FAILED":
+            assert "RuntimeError: boom: mode crash cannot train" in trial.data.tags["error"]
+        else:
+            assert trial.data.metrics["score"] == 0.5
+    # The terminal says which trials failed and why; the study run is FINISHED.
+    assert "FAILED: RuntimeError: boom" in done.stdout
+    assert study.info.status == "FINISHED" and study.data.metrics["trials_failed"] == statuses.count("FAILED")
+
+
+@pytest.mark.timeout(600)
+def test_a_study_whose_trials_all_fail_fails_loudly(tmp_path):
+    done, trials, _ = _run(tmp_path, {"ok", "crash"})
+    # Exit code 1 and one clear line, after every failure was recorded.
+    assert done.returncode == 1
+    assert "every trial failed" in done.stderr
+    assert len(trials) == 6 and all(t.info.status == "FAILED" for t in trials)
