@@ -16,6 +16,7 @@ from search.space import load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_ALL_FAILED = 1
+EXIT_INTERRUPTED = 130  # as for any program ended by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a constant passed to every trial, e.g. --set data_source=bundled (repeatable)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="carry on the latest interrupted study of this space (same options as the first run)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray Tune's full status table")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     return parser
@@ -148,6 +154,29 @@ def _check_tracking_uri(tracking_uri: str | None) -> None:
     )
 
 
+def _print_interrupted(
+    study_name: str, space: SearchSpace, options: argparse.Namespace, argv: list[str] | None
+) -> None:
+    """After Ctrl-C: what ended before the interruption, and the command that carries on."""
+    import shlex
+
+    from search.results import load_study
+    from search.study import format_table
+
+    study = load_study(
+        options.experiment or space.name,
+        study=study_name,
+        tracking_uri=options.tracking_uri,
+        results_dir=options.results_dir,
+    )
+    trials = study.trials
+    shown = [c for c in ["trial", "status", *space.objectives, "epoch", *space.params] if c in trials]
+    print(f"\nStudy {study_name} interrupted. Trials so far (cut-off ones are KILLED in MLflow):")
+    print(format_table(trials[shown]) if not trials.empty else "(none)")
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+    print("Resume it with:  python -m search.launch " + shlex.join([*args, "--resume"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     try:
@@ -161,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     from search.front import describe
+    from search.study import StudyInterrupted
     from search.study import format_table
     from search.study import run_study
     from search.tracking import ui_command
@@ -170,14 +200,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}",
         flush=True,
     )
-    result = run_study(
-        space,
-        results_dir=options.results_dir,
-        experiment=options.experiment,
-        tracking_uri=options.tracking_uri,
-        space_file=options.space_file,
-        verbose=options.verbose,
-    )
+    try:
+        result = run_study(
+            space,
+            results_dir=options.results_dir,
+            experiment=options.experiment,
+            tracking_uri=options.tracking_uri,
+            space_file=options.space_file,
+            verbose=options.verbose,
+            resume=options.resume,
+        )
+    except SpaceError as error:  # e.g. --resume with nothing to resume
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StudyInterrupted as interrupted:
+        _print_interrupted(str(interrupted), space, options, argv)
+        return EXIT_INTERRUPTED
     table = result.trials
     counts = table["status"].value_counts() if not table.empty else {}
     minutes, seconds = divmod(int(result.wall_time_s), 60)

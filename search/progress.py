@@ -39,6 +39,7 @@ class ProgressLines(tune.Callback):
         stopped_early: Callable[[str], bool],
         stream: TextIO | None = None,
         heartbeat_s: float = 30.0,
+        already_ended: dict[str, int] | None = None,
     ) -> None:
         self.total = total
         self.objectives = objectives
@@ -48,7 +49,7 @@ class ProgressLines(tune.Callback):
         self.stream = stream
         self.start = self.last_said = time.monotonic()
         self.heartbeat_s = heartbeat_s
-        self.counts = {"finished": 0, "stopped": 0, "failed": 0}
+        self.counts = {"finished": 0, "stopped": 0, "failed": 0, **(already_ended or {})}
         self.best: tuple[float, str] | None = None
 
     def _say(self, text: str, trials: list, ended_trial: Trial | None = None) -> None:
@@ -67,7 +68,7 @@ class ProgressLines(tune.Callback):
         )
         self.last_said = time.monotonic()
 
-    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         # A heartbeat while long trials run and none ends.
         if time.monotonic() - self.last_said >= self.heartbeat_s:
             self._say("still running", trials)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from search.space import typed_param
 from search.tracking import default_tracking_uri
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 # MLflow run status -> what happened to the trial.
-STATUS = {"FINISHED": "finished", "KILLED": "stopped", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
+STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
 
 
 @dataclasses.dataclass
@@ -115,7 +116,7 @@ class Study:
         )
         finished = self.trials[self.trials["status"] == "finished"]
         for _, row in finished.iterrows():
-            params = {name: _restore(row[name], distributions[name]) for name in distributions}
+            params = {name: typed_param(row[name], distributions[name]) for name in distributions}
             optuna_study.add_trial(
                 optuna.trial.create_trial(
                     params=params, distributions=distributions, values=[row[m] for m in objectives]
@@ -124,18 +125,47 @@ class Study:
         return optuna_study
 
 
-def _restore(value: Any, distribution: Any) -> Any:
-    """MLflow stores parameters as text; turn one back into its distribution's type."""
-    import optuna
+def _status(run: Any) -> str:
+    status = run.info.status
+    if status == "KILLED":  # stopped early by the scheduler, or cut off by an interruption
+        return "stopped" if run.data.tags.get("stopped_early") == "true" else "interrupted"
+    return STATUS.get(status, status.lower())
 
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        for choice in distribution.choices:
-            if str(choice) == str(value):
-                return choice
-        return value
-    if isinstance(distribution, optuna.distributions.IntDistribution):
-        return int(float(value))
-    return float(value)
+
+def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) -> pd.DataFrame:
+    """The trial runs nested under a study run, one row each (see `load_study`)."""
+    import pandas as pd
+
+    trial_runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{study_run_id}'", max_results=10000
+    )
+    rows = []
+    for run in sorted(trial_runs, key=lambda r: r.info.run_name or ""):
+        tags = run.data.tags
+        rows.append(
+            {
+                "trial": run.info.run_name,
+                "status": _status(run),
+                "stopped_early": tags.get("stopped_early") == "true",
+                **run.data.params,
+                **run.data.metrics,
+                "pareto_rank": float(tags["pareto_rank"]) if tags.get("pareto_rank") else float("nan"),
+                "on_front": tags.get("on_front") == "true",
+                "knee": tags.get("knee") == "true",
+                "model_uri": tags.get("registered_model"),
+                "error": tags.get("error"),
+                "run_id": run.info.run_id,
+                "trial_id": tags.get("ray_trial_id"),
+                "ended_at": run.info.end_time / 1000 if run.info.end_time else float("nan"),
+            }
+        )
+    trials = pd.DataFrame(rows)
+    for column in trials.columns:  # parameters come back as text; numbers become numbers
+        if trials[column].dtype == object:
+            converted = pd.to_numeric(trials[column], errors="coerce")
+            if converted.notna().sum() == trials[column].notna().sum() and trials[column].notna().any():
+                trials[column] = converted
+    return trials
 
 
 def list_studies(
@@ -189,11 +219,9 @@ def load_study(
 
     Returns:
         A `Study` whose `trials` table has one row per trial: `trial`, `status` (finished, stopped,
-        failed, running), `stopped_early`, the searched parameters, every final metric,
+        failed, running, interrupted), `stopped_early`, the searched parameters, every final metric,
         `pareto_rank`, `on_front`, `knee`, `model_uri` (front trials) and `run_id`.
     """
-    import pandas as pd
-
     client, experiment_id, uri = _open(experiment, tracking_uri, results_dir)
     studies = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
     if not studies:
@@ -204,34 +232,7 @@ def load_study(
             raise ValueError(f"No study {study!r} in experiment {experiment!r}.")
     parent = studies[0]
     objectives = ast.literal_eval(parent.data.params.get("objectives", "{}"))
-    trial_runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", max_results=10000
-    )
-    rows = []
-    for run in sorted(trial_runs, key=lambda r: r.info.run_name or ""):
-        tags = run.data.tags
-        rows.append(
-            {
-                "trial": run.info.run_name,
-                "status": STATUS.get(run.info.status, run.info.status.lower()),
-                "stopped_early": tags.get("stopped_early") == "true",
-                **run.data.params,
-                **run.data.metrics,
-                "pareto_rank": float(tags["pareto_rank"]) if tags.get("pareto_rank") else float("nan"),
-                "on_front": tags.get("on_front") == "true",
-                "knee": tags.get("knee") == "true",
-                "model_uri": tags.get("registered_model"),
-                "error": tags.get("error"),
-                "run_id": run.info.run_id,
-            }
-        )
-    trials = pd.DataFrame(rows)
-    if not trials.empty:
-        for column in trials.columns:  # parameters come back as text; numbers become numbers
-            if trials[column].dtype == object:
-                converted = pd.to_numeric(trials[column], errors="coerce")
-                if converted.notna().sum() == trials[column].notna().sum():
-                    trials[column] = converted
+    trials = trials_frame(client, experiment_id, parent.info.run_id)
     return Study(
         experiment=experiment,
         name=parent.info.run_name,

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import SpaceError
 
 from search.space import SEARCHERS
+from search.space import SearchSpace
+from search.space import typed_param
 
 
 class TruthfulOptunaSearch(OptunaSearch):
@@ -41,6 +44,32 @@ class TruthfulOptunaSearch(OptunaSearch):
         elif result and not all(_finite(result.get(m)) for m in self.metric):
             result, error = None, True  # told as FAIL
         super().on_trial_complete(trial_id, result, error)
+
+
+    def tell_history(self, rows: list[dict[str, Any]], space: SearchSpace) -> None:
+        """Teach Optuna what an interrupted study measured, as it would have been told live:
+        full-budget trials COMPLETE with their objectives, early-stopped ones PRUNED, failed
+        ones FAIL."""
+        distributions = {name: domain.distribution() for name, domain in space.params.items()}
+        for row in rows:
+            values = [row.get(metric) for metric in space.objectives]
+            state = {"stopped": TrialState.PRUNED, "failed": TrialState.FAIL}.get(row["status"], TrialState.COMPLETE)
+            if state == TrialState.COMPLETE and not all(_finite(v) for v in values):
+                state = TrialState.FAIL
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(
+                    params={name: typed_param(row[name], d) for name, d in distributions.items()},
+                    distributions=distributions,
+                    values=[float(v) for v in values] if state == TrialState.COMPLETE else None,
+                    state=state,
+                )
+            )
+
+    def enqueue(self, configs: list[dict[str, Any]], space: SearchSpace) -> None:
+        """Suggest these configurations first (trials an interruption cut off, to run again)."""
+        distributions = {name: domain.distribution() for name, domain in space.params.items()}
+        for config in configs:
+            self._ot_study.enqueue_trial({name: typed_param(config[name], d) for name, d in distributions.items()})
 
 
 def _finite(value: object) -> bool:

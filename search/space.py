@@ -296,6 +296,17 @@ class SearchSpace:
         return dataclasses.replace(self, **changes)
 
 
+def typed_param(value: Any, distribution: optuna.distributions.BaseDistribution) -> Any:
+    """A parameter read back from MLflow (text, or a number pandas parsed) in its domain's type."""
+    import optuna
+
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return next((c for c in distribution.choices if str(c) == str(value)), value)
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        return int(float(value))
+    return float(value)
+
+
 def load_space(path: str | Path) -> SearchSpace:
     """Import a space file and return its validated `SPACE`.
 

@@ -35,6 +35,9 @@ QUIET_ENV = {
     # A reused worker waits this long for a stopped trial's thread before taking the next trial
     # (Ray's default, 2 s, is shorter than one epoch of many models and then fails the trial).
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
+    # Ctrl-C raises KeyboardInterrupt in the driver (Ray's own handler would end the run as if
+    # it had completed); the study then marks cut-off trials KILLED and says how to resume.
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
@@ -132,29 +135,79 @@ SHOWN_METRICS = ("epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "t
 HIDDEN_COLUMNS = ("trial_id", "run_id", "ended_at", "model_dir", "pareto_rank", "on_front", "knee")
 
 
-def _row(result: Any, trial_runs: Any, scheduler: Any, space: SearchSpace, models_dir: Path) -> dict[str, Any]:
-    from search.tracking import trial_metrics
+def _study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: Path) -> pd.DataFrame:
+    """Every trial of the study, read back from MLflow (the record that survives interruptions)."""
+    import pandas as pd
 
-    metrics = trial_metrics(result.metrics or {})
-    trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name
-    number = trial_runs.numbers.get(trial_id)
-    status = (
-        "failed"
-        if result.error is not None
-        else "stopped"
-        if trial_id in scheduler.stopped_early
-        else "finished"
+    from search.results import trials_frame
+
+    frame = trials_frame(runs.client, runs.experiment_id, parent_run_id)
+    columns = ["trial", "status", *dict.fromkeys([*space.objectives, *SHOWN_METRICS]), *space.params]
+    table = pd.DataFrame({column: frame.get(column) for column in columns}, index=frame.index)
+    table["trial_id"] = frame.get("trial_id")
+    table["run_id"] = frame.get("run_id")
+    table["ended_at"] = frame.get("ended_at")
+    table["model_dir"] = [str(models_dir / str(trial_id)) for trial_id in frame.get("trial_id", [])]
+    return summary_table(table.to_dict("records"), space)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resumed:
+    """What an interrupted study had recorded, to carry on from."""
+
+    study_name: str
+    parent_run_id: str
+    table: pd.DataFrame  # its trials so far (see `_study_table`)
+
+    @property
+    def ended(self) -> pd.DataFrame:
+        return self.table[self.table["status"].isin(["finished", "stopped", "failed"])]
+
+    @property
+    def interrupted(self) -> pd.DataFrame:
+        return self.table[~self.table["status"].isin(["finished", "stopped", "failed"])]
+
+
+def _find_interrupted_study(runs: Any, space: SearchSpace, results_dir: Path) -> _Resumed:
+    from search.errors import SpaceError
+
+    studies = runs.client.search_runs(
+        [runs.experiment_id],
+        filter_string=f"tags.role = 'study' and tags.space = '{space.name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
-    row: dict[str, Any] = {"trial": f"trial-{number:03d}" if number else trial_id, "status": status}
-    row.update({key: metrics.get(key) for key in dict.fromkeys([*space.objectives, *SHOWN_METRICS])})
-    row.update({key: (result.config or {}).get(key) for key in space.params})
-    row.update(
-        trial_id=trial_id,
-        run_id=trial_runs.run_ids.get(trial_id),
-        ended_at=trial_runs.ended_at.get(trial_id, time.time()),
-        model_dir=str(models_dir / trial_id),
-    )
-    return row
+    if not studies or studies[0].info.status == "FINISHED":
+        raise SpaceError(
+            f"Nothing to resume: the latest study of space '{space.name}' in {runs.tracking_uri} "
+            "finished (or there is none). Run it again without --resume to start a new study."
+        )
+    parent = studies[0]
+    study_name = parent.info.run_name
+    table = _study_table(runs, parent.info.run_id, space, results_dir / "models" / study_name)
+    return _Resumed(study_name, parent.info.run_id, table)
+
+
+def _replay(scheduler: Any, runs: Any, ended: pd.DataFrame, objectives: Any) -> None:
+    """Feed the per-epoch results of trials that ended before an interruption to a new scheduler,
+    so its rungs hold what the interrupted study had seen (Ray does not save scheduler state)."""
+    from types import SimpleNamespace
+
+    for _, row in ended.sort_values("ended_at").iterrows():
+        if row["status"] == "failed" or not row["trial_id"]:
+            continue
+        history: dict[int, dict[str, float]] = {}
+        for metric in objectives:
+            for point in runs.client.get_metric_history(row["run_id"], metric):
+                history.setdefault(point.step, {"epoch": point.step})[metric] = point.value
+        trial = SimpleNamespace(trial_id=row["trial_id"])
+        scheduler.on_trial_add(None, trial)
+        for step in sorted(history):
+            if scheduler.on_trial_result(None, trial, history[step]) == "STOP":
+                break
+        scheduler.on_trial_remove(None, trial)
+        if row["status"] == "stopped":
+            scheduler.stopped_early.add(row["trial_id"])
 
 
 def run_study(
@@ -165,6 +218,7 @@ def run_study(
     tracking_uri: str | None = None,
     space_file: Path | None = None,
     verbose: bool = False,
+    resume: bool = False,
 ) -> StudyResult:
     """Run the study `space` describes and record it in MLflow.
 
@@ -177,6 +231,12 @@ def run_study(
         tracking_uri: MLflow tracking URI; defaults to the sqlite store in `results_dir`.
         space_file: logged as an artifact of the parent run.
         verbose: show Ray Tune's full status table instead of one line per ended trial.
+        resume: carry on the latest interrupted study of this space: same study run; trials
+            that ended are kept and not rerun; trials cut off by the interruption run again from
+            scratch in their own MLflow runs; the searcher and scheduler learn the history.
+
+    Raises:
+        StudyInterrupted: on Ctrl-C, after marking the cut-off trials KILLED.
     """
     import mlflow  # its import configures its loggers; quieten them afterwards
     import optuna
@@ -203,7 +263,9 @@ def run_study(
     results_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
     experiment = experiment or space.name
-    study_name = f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
+    resumed = _find_interrupted_study(runs, space, results_dir) if resume else None
+    study_name = resumed.study_name if resumed else f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     models_dir = results_dir / "models" / study_name
 
     scheduler = make_scheduler(
@@ -221,38 +283,19 @@ def run_study(
         sampler=make_sampler(space.searcher, space.seed),
         stopped_early=stopped_early,
     )
-
-    runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
-    parent_run_id = runs.start_parent(
-        study_name,
-        params={
-            "objectives": dict(space.objectives),
-            "search_space": space.describe(),
-            "constants": dict(space.constants),
-            "searcher": space.searcher,
-            "scheduler": type(scheduler).__name__,
-            **{
-                field: getattr(space, field)
-                for field in (
-                    "num_samples",
-                    "max_epochs",
-                    "grace_period",
-                    "reduction_factor",
-                    "max_concurrent",
-                    "cpus_per_trial",
-                    "gpus_per_trial",
-                    "seed",
-                )
-            },
-        },
-        tags={"study": study_name, "space": space.name, "role": "study"},
-    )
-    runs.client.log_text(parent_run_id, space.describe(), "search_space.json")
-    if space_file is not None:
-        runs.client.log_artifact(parent_run_id, str(space_file))
-
     trial_runs = TrialRuns(runs, stopped_early=stopped_early)
-    callbacks: list = [trial_runs]
+    if resumed:
+        parent_run_id = runs.reopen_parent(resumed.parent_run_id)
+        searcher.tell_history(resumed.ended.to_dict("records"), space)
+        searcher.enqueue([{n: row[n] for n in space.params} for _, row in resumed.interrupted.iterrows()], space)
+        _replay(scheduler, runs, resumed.ended, space.objectives)
+        trial_runs.carry_on(resumed.table, list(space.params))
+    else:
+        parent_run_id = _start_study_run(runs, space, study_name, type(scheduler).__name__, space_file)
+    remaining = space.num_samples - (len(resumed.ended) if resumed else 0)
+
+    ctrl_c = _CtrlC()
+    callbacks: list = [trial_runs, ctrl_c.callback()]
     if not verbose:
         callbacks.append(
             ProgressLines(
@@ -260,6 +303,7 @@ def run_study(
                 objectives=dict(space.objectives),
                 name_of=trial_runs.trial_name,
                 stopped_early=stopped_early,
+                already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
             )
         )
 
@@ -285,11 +329,11 @@ def run_study(
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
             scheduler=scheduler,
-            num_samples=space.num_samples,
+            num_samples=max(remaining, 1),
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=study_name,
+            name=f"{study_name}-resumed-{time.strftime('%H%M%S')}" if resumed else study_name,
             storage_path=str(results_dir / "ray"),
             callbacks=callbacks,
             verbose=2 if verbose else 0,
@@ -300,11 +344,12 @@ def run_study(
     started_at = time.time()
     status = "FAILED"
     try:
-        grid = tuner.fit()
+        if remaining > 0:
+            tuner.fit()
+        ctrl_c.restore()
         wall_time_s = time.time() - started_at
-        rows = [_row(result, trial_runs, scheduler, space, models_dir) for result in grid]
         front = front_module.analyse(
-            summary_table(rows, space),
+            _study_table(runs, parent_run_id, space, models_dir),
             space.objectives,
             reference_point=space.reference_point,
             started_at=started_at,
@@ -317,6 +362,7 @@ def run_study(
             model_registry_name=experiment,
             started_at=started_at,
         )
+        front_module.discard_models(models_dir)
         stopped_at_rung = dict(sorted(scheduler.stopped_at_rung.items()))
         _log_study_summary(runs, parent_run_id, front, space, wall_time_s, stopped_at_rung)
         status = "FINISHED"
@@ -333,10 +379,88 @@ def run_study(
         )
     except KeyboardInterrupt:
         status = "KILLED"
-        raise
+        trial_runs.interrupt_running()
+        raise StudyInterrupted(study_name) from None
     finally:
-        front_module.discard_models(models_dir)
+        ctrl_c.restore()
         runs.end(parent_run_id, status)
+
+
+class StudyInterrupted(Exception):
+    """Ctrl-C stopped the study. What ended is recorded; `--resume` carries on from there."""
+
+
+class _CtrlC:
+    """Turns Ctrl-C into a KeyboardInterrupt at a safe point of Tune's loop.
+
+    A KeyboardInterrupt raised wherever the signal lands can cut an MLflow write in half and
+    leave the sqlite store locked; this handler only notes the signal, and `on_step_begin`
+    (between Tune's steps, never during a write) raises it. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        import signal
+
+        self.requested = False
+        self.previous = signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous)
+
+    def callback(self) -> Any:
+        from ray import tune
+
+        ctrl_c = self
+
+        class RaiseWhenRequested(tune.Callback):
+            def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+                if ctrl_c.requested:
+                    raise KeyboardInterrupt
+
+            def __getstate__(self) -> dict:  # Ray pickles callbacks; the handler stays here
+                return {}
+
+        return RaiseWhenRequested()
+
+
+def _start_study_run(
+    runs: Any, space: SearchSpace, study_name: str, scheduler_name: str, space_file: Path | None
+) -> str:
+    parent_run_id = runs.start_parent(
+        study_name,
+        params={
+            "objectives": dict(space.objectives),
+            "search_space": space.describe(),
+            "constants": dict(space.constants),
+            "searcher": space.searcher,
+            "scheduler": scheduler_name,
+            **{
+                field: getattr(space, field)
+                for field in (
+                    "num_samples",
+                    "max_epochs",
+                    "grace_period",
+                    "reduction_factor",
+                    "max_concurrent",
+                    "cpus_per_trial",
+                    "gpus_per_trial",
+                    "seed",
+                )
+            },
+        },
+        tags={"study": study_name, "space": space.name, "role": "study"},
+    )
+    runs.client.log_text(parent_run_id, space.describe(), "search_space.json")
+    if space_file is not None:
+        runs.client.log_artifact(parent_run_id, str(space_file))
+    return parent_run_id
 
 
 def _log_study_summary(

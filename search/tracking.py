@@ -99,6 +99,13 @@ class StudyRuns:
         vars(self).update(state)
         self.client = MlflowClient(self.tracking_uri)
 
+    def reopen_parent(self, run_id: str) -> str:
+        """Carry on with an interrupted study's run."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "resumed", "true")
+        self.parent_run_id = run_id
+        return run_id
+
     def start_parent(self, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.parent_run_id = run.info.run_id
@@ -142,13 +149,43 @@ class TrialRuns(tune.Callback):
         self.numbers: dict[str, int] = {}
         self.ended_at: dict[str, float] = {}  # epoch seconds, by trial id
         self.retries: dict[str, int] = {}
+        self.next_number = 1
+        self.params: list[str] = []
+        self.rerun: dict[tuple, tuple[str, int]] = {}  # config -> (run id, number) to run again
+
+    def carry_on(self, table: Any, params: list[str]) -> None:
+        """Continue an interrupted study: number new trials after its trials, and give the
+        trials it had running when it was cut off their own runs back when they run again."""
+        self.params = params
+        for _, row in table.iterrows():
+            number = int(str(row["trial"]).rsplit("-", 1)[-1])
+            self.next_number = max(self.next_number, number + 1)
+            if row["status"] in ("finished", "stopped", "failed"):
+                self.numbers[str(row["trial_id"])] = number
+            else:
+                self.rerun[self._key(row)] = (row["run_id"], number)
+
+    def _key(self, config: Any) -> tuple:
+        return tuple(str(config[name]) for name in self.params)
 
     def trial_name(self, trial: Trial) -> str:
-        number = self.numbers.setdefault(trial.trial_id, len(self.numbers) + 1)
-        return f"trial-{number:03d}"
+        if trial.trial_id not in self.numbers:
+            self.numbers[trial.trial_id] = self.next_number
+            self.next_number += 1
+        return f"trial-{self.numbers[trial.trial_id]:03d}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         if trial.trial_id in self.run_ids:
+            return
+        if self.rerun and self._key(trial.config) in self.rerun:
+            run_id, number = self.rerun.pop(self._key(trial.config))
+            self.numbers[trial.trial_id] = number
+            self.run_ids[trial.trial_id] = run_id
+            self.runs.client.update_run(run_id, status="RUNNING")
+            self.runs.client.set_tag(run_id, "ray_trial_id", trial.trial_id)
+            self.runs.client.set_tag(
+                run_id, "resumed", "rerun from scratch: it was running when the study was interrupted"
+            )
             return
         run = self.runs.client.create_run(
             self.runs.experiment_id,
@@ -174,6 +211,13 @@ class TrialRuns(tune.Callback):
         stopped = self.stopped_early(trial.trial_id)
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
         self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
+
+    def interrupt_running(self) -> None:
+        """The study was interrupted: end the runs of trials still training as KILLED."""
+        for trial_id, run_id in self.run_ids.items():
+            if trial_id not in self.ended_at:
+                self.runs.client.set_tag(run_id, "interrupted", "true")
+                self.runs.end(run_id, "KILLED")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         # The trial raised and will be started again (`max_retries`); keep one run, say so.

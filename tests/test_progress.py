@@ -1,0 +1,39 @@
+import io
+from types import SimpleNamespace
+
+from search.progress import ProgressLines
+
+
+def _progress(stream, **kwargs):
+    return ProgressLines(
+        total=4,
+        objectives={"val_accuracy": "max", "epoch_time_s": "min"},
+        name_of=lambda trial: f"trial-{trial.trial_id}",
+        stopped_early=lambda trial_id: trial_id == "2",
+        stream=stream,
+        **kwargs,
+    )
+
+
+def test_one_line_per_ended_trial_with_totals_best_and_time_left():
+    stream = io.StringIO()
+    progress = _progress(stream)
+    running = SimpleNamespace(trial_id="3", status="RUNNING")
+    done = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 4, "val_accuracy": 0.9, "epoch_time_s": 1.5})
+    stopped = SimpleNamespace(trial_id="2", status="RUNNING", last_result={"epoch": 1, "val_accuracy": 0.95, "epoch_time_s": 0.2})
+    progress.on_trial_complete(0, [done, running], done)
+    progress.on_trial_complete(0, [stopped, running], stopped)
+    first, second = stream.getvalue().splitlines()
+    # What ended, how, its objectives; the counts; the best *full-budget* value; time left.
+    assert "trial-1 finished at epoch 4: val_accuracy=0.9 epoch_time_s=1.5" in first
+    assert "1/4 ended (1 finished, 0 stopped, 0 failed), 1 running" in first
+    assert "best val_accuracy=0.9 (trial-1)" in second and "left" in second
+    assert "trial-2 stopped at epoch 1" in second
+
+
+def test_heartbeat_while_no_trial_ends():
+    stream = io.StringIO()
+    progress = _progress(stream, heartbeat_s=0.0, already_ended={"finished": 2})
+    progress.on_step_begin(0, [SimpleNamespace(trial_id="5", status="RUNNING")])
+    # A resumed study counts the trials that ended before the interruption.
+    assert "still running | 2/4 ended (2 finished, 0 stopped, 0 failed), 1 running" in stream.getvalue()
