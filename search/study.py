@@ -8,9 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import hashlib
+import itertools
+import json
 import os
+import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,18 +77,59 @@ def _limit_threads(cpus: float) -> None:
 
 
 def _run_trial(
-    config: dict[str, Any], *, trainable: Callable[..., Any], cpus: float, models_dir: str
+    config: dict[str, Any],
+    *,
+    trainable: Callable[..., Any],
+    cpus: float,
+    models_dir: str,
+    checkpoints_dir: str,
+    session: str,
 ) -> None:
     """The Tune function: train one configuration, forwarding each report to Tune.
 
-    The trainable saves its final model under `models_dir/<trial id>`; the study keeps the
-    models of the Pareto front and discards the rest. It polls `should_stop` between batches.
+    The trainable saves its final model under `models_dir/<trial id>` (the study keeps the
+    Pareto front's models), checkpoints every epoch in a directory claimed for this
+    configuration (a run of the same configuration after an interruption continues from it), and
+    polls `should_stop` between batches. The checkpoint goes once the trial ends; if it raises,
+    the checkpoint stays for a retry.
     """
     from ray import tune
 
     _limit_threads(cpus)
-    model_dir = os.path.join(models_dir, tune.get_context().get_trial_id())
-    trainable({**config, "model_dir": model_dir}, report=tune.report, should_stop=_stop_requested)
+    trial_id = tune.get_context().get_trial_id()
+    checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
+    trainable(
+        {**config, "model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir)},
+        report=tune.report,
+        should_stop=_stop_requested,
+    )
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _claim_checkpoint_dir(root: Path, config: dict[str, Any], session: str, trial_id: str) -> Path:
+    """The checkpoint directory of this configuration: `<config hash>-<n>`, with an `owner` file.
+
+    A directory owned by an earlier launch of the study holds what an interrupted run of this
+    configuration saved: take it over and continue. One owned by another live trial of this
+    launch (the same configuration suggested twice) is left alone for the next `n`. One owned by
+    this very trial is its own, kept from before a retry.
+    """
+    digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    me = f"{session} {trial_id}"
+    for n in itertools.count():
+        path = root / f"{digest}-{n}"
+        path.mkdir(parents=True, exist_ok=True)
+        owner = path / "owner"
+        try:
+            with open(owner, "x") as file:
+                file.write(me)
+            return path
+        except FileExistsError:
+            current = owner.read_text()
+            if current == me or current.split(" ")[0] != session:
+                owner.write_text(me)
+                return path
+    raise AssertionError("unreachable")
 
 
 def _ship_space_file_code(space: SearchSpace) -> None:
@@ -267,6 +313,7 @@ def run_study(
     resumed = _find_interrupted_study(runs, space, results_dir) if resume else None
     study_name = resumed.study_name if resumed else f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     models_dir = results_dir / "models" / study_name
+    checkpoints_dir = results_dir / "checkpoints" / study_name
 
     scheduler = make_scheduler(
         space.scheduler,
@@ -321,6 +368,8 @@ def run_study(
             trainable=space.trainable,
             cpus=space.cpus_per_trial,
             models_dir=str(models_dir),
+            checkpoints_dir=str(checkpoints_dir),
+            session=uuid.uuid4().hex,
         ),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
@@ -363,6 +412,7 @@ def run_study(
             started_at=started_at,
         )
         front_module.discard_models(models_dir)
+        shutil.rmtree(checkpoints_dir, ignore_errors=True)
         stopped_at_rung = dict(sorted(scheduler.stopped_at_rung.items()))
         _log_study_summary(runs, parent_run_id, front, space, wall_time_s, stopped_at_rung)
         status = "FINISHED"

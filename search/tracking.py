@@ -152,6 +152,7 @@ class TrialRuns(tune.Callback):
         self.next_number = 1
         self.params: list[str] = []
         self.rerun: dict[tuple, tuple[str, int]] = {}  # config -> (run id, number) to run again
+        self.logged_steps: dict[str, set[int]] = {}  # steps a rerun trial's run already has
 
     def carry_on(self, table: Any, params: list[str]) -> None:
         """Continue an interrupted study: number new trials after its trials, and give the
@@ -164,6 +165,8 @@ class TrialRuns(tune.Callback):
                 self.numbers[str(row["trial_id"])] = number
             else:
                 self.rerun[self._key(row)] = (row["run_id"], number)
+                history = self.runs.client.get_metric_history(row["run_id"], self.step_key)
+                self.logged_steps[row["run_id"]] = {point.step for point in history}
 
     def _key(self, config: Any) -> tuple:
         return tuple(str(config[name]) for name in self.params)
@@ -199,9 +202,14 @@ class TrialRuns(tune.Callback):
         self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
     ) -> None:
         run_id = self.run_ids.get(trial.trial_id)
+        if run_id is not None and result.get("resumed_from_epoch"):
+            self.runs.client.set_tag(
+                run_id, "resumed", f"continued from its checkpoint after epoch {int(result['resumed_from_epoch'])}"
+            )
         if run_id is not None:
             step = int(result.get(self.step_key, result.get("training_iteration", 0)))
-            self.runs.log_metrics(run_id, trial_metrics(result), step=step)
+            if step not in self.logged_steps.get(run_id, ()):  # recorded before an interruption
+                self.runs.log_metrics(run_id, trial_metrics(result), step=step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)

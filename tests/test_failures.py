@@ -73,3 +73,41 @@ def test_a_study_whose_trials_all_fail_fails_loudly(tmp_path):
     assert done.returncode == 1
     assert "every trial failed" in done.stderr
     assert len(trials) == 6 and all(t.info.status == "FAILED" for t in trials)
+
+
+@pytest.mark.timeout(600)
+def test_retried_trials_keep_one_run_and_say_how_often_they_failed(tmp_path):
+    space = tmp_path / "crashing.py"
+    space.write_text(CRASHING_SPACE.format(MODES={"crash"}))
+    command = [sys.executable, "-m", "search.launch", str(space), "--results-dir", str(tmp_path / "results"), "--max-retries", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("crashing")
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    # Still one run per trial; a trial that failed on its retry too records both errors.
+    assert len(trials) == 6 and failed
+    for run in failed:
+        assert run.data.tags["retries"] == "1"
+        assert "boom" in run.data.tags["error_before_retry_1"] and "boom" in run.data.tags["error"]
+
+
+@pytest.mark.timeout(600)
+def test_a_diverging_trial_is_failed_with_the_reason(tmp_path):
+    # The real MNIST trainable with a learning rate that sends the loss to NaN/inf.
+    mnist = (Path(__file__).parents[1] / "spaces" / "mnist.py").read_text()
+    space = tmp_path / "diverging.py"
+    space.write_text(mnist.replace("Float(3e-4, 1e-2, log=True)", "Choice([1e12])").replace('name="mnist"', 'name="diverging"'))
+    command = [
+        sys.executable, "-m", "search.launch", str(space), "--trials", "1", "--max-epochs", "1",
+        "--set", "data_source=bundled", "--set", "train_examples=256", "--results-dir", str(tmp_path / "results"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("diverging")
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    # The only trial failed, with the divergence named; so the study fails (exit 1).
+    assert done.returncode == 1
+    assert [r.info.status for r in trials] == ["FAILED"]
+    assert "FloatingPointError: Training diverged: loss became" in trials[0].data.tags["error"]

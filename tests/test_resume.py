@@ -12,19 +12,31 @@ from mlflow import MlflowClient
 # A quick trainable (no TensorFlow) that takes a little while per epoch, so the study can be
 # killed while some trials have finished and others are still running.
 SPACE = """
+import json
+import os
 import time
 
 from search.space import Float, SearchSpace
 
 
 def train(config, report=None, should_stop=None):
-    for epoch in range(1, config["epochs"] + 1):
+    # Checkpoints each epoch's report in its checkpoint directory and, like the real trainables,
+    # continues from it: the saved epoch is reported again first, then training goes on.
+    saved = os.path.join(config["checkpoint_dir"], "last_report.json")
+    start = 0
+    if os.path.exists(saved):
+        last = json.load(open(saved))
+        start = last["epoch"]
+        report({**last, "resumed_from_epoch": start})
+    for epoch in range(start + 1, config["epochs"] + 1):
         time.sleep(config["seconds_per_epoch"])
-        report({"epoch": epoch, "score": config["x"] * epoch})
+        metrics = {"epoch": epoch, "score": config["x"] * epoch}
+        json.dump(metrics, open(saved, "w"))
+        report(metrics)
     return {"epoch": config["epochs"], "score": config["x"] * config["epochs"]}
 
 
-train.metrics = ("epoch", "score")
+train.metrics = ("epoch", "score", "resumed_from_epoch")
 
 SPACE = SearchSpace(
     name="resumable",
@@ -86,8 +98,14 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
         assert len(client.get_metric_history(run_id, "score")) == 3
         assert "resumed" not in after.data.tags
     for run_id in cut_off:
-        # Trials cut off by the kill ran again in their own run, which says so.
-        assert by_id[run_id].data.tags["resumed"].startswith("rerun from scratch")
+        # Trials cut off by the kill ran again in their own run, which says whether it continued
+        # from the trial's checkpoint; every epoch is recorded exactly once, including one that
+        # was saved but whose report had not reached MLflow when the kill came.
+        assert by_id[run_id].data.tags["resumed"].startswith(("continued from its checkpoint", "rerun from scratch"))
+        steps = [m.step for m in client.get_metric_history(run_id, "score")]
+        assert sorted(steps) == [1, 2, 3]
+    # Checkpoints are gone once the study has finished.
+    assert not any((tmp_path / "results" / "checkpoints").glob("*/*"))
     # With nothing left to resume, --resume says so and exits 2.
     again = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "Nothing to resume" in again.stderr

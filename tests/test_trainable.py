@@ -84,3 +84,18 @@ def test_diverging_training_raises_a_clear_error(tiny_config):
     # A learning rate this large sends the loss to NaN/inf within the first epoch.
     with pytest.raises(FloatingPointError, match="Training diverged: loss became"):
         train({**tiny_config, "learning_rate": 1e12, "epochs": 2}, report=lambda m: None)
+
+
+def test_training_continues_from_its_checkpoint(tiny_config, tmp_path):
+    config = {**tiny_config, "train_examples": 2000, "checkpoint_dir": str(tmp_path / "ckpt")}
+    first = []
+    train({**config, "epochs": 2}, report=first.append)
+    # Asked for 4 epochs with the same checkpoint directory, it picks up after epoch 2 ...
+    resumed = []
+    train({**config, "epochs": 4}, report=resumed.append)
+    # (epoch 2's report comes again first: it may never have reached a recorder before)
+    assert [r["epoch"] for r in resumed] == [2, 3, 4]
+    assert resumed[0] == {**first[-1], "resumed_from_epoch": 2}
+    # ... with the trained weights and optimizer state: better than a fresh model's first epoch.
+    fresh = train({**tiny_config, "train_examples": 2000, "epochs": 1}, report=lambda m: None)
+    assert resumed[1]["val_loss"] < fresh["val_loss"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import shutil
@@ -45,13 +46,18 @@ class EpochReporter(keras.callbacks.Callback):
         report: Report,
         final_metrics: Callable[[], dict[str, float]],
         should_stop: Callable[[], bool] | None = None,
+        checkpoint: EpochCheckpoint | None = None,
+        resumed_from_epoch: int = 0,
     ) -> None:
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
         self.report = report
         self.final_metrics = final_metrics
         self.should_stop = should_stop
+        self.checkpoint = checkpoint
+        self.resumed_from_epoch = resumed_from_epoch
         self.abandoned = False
+        self._resume_reported = False
         self.train_time_s = 0.0
         self.history: list[dict[str, Any]] = []
 
@@ -84,7 +90,10 @@ class EpochReporter(keras.callbacks.Callback):
         wall = train_end - self._epoch_start
         steps = self.params.get("steps") or 1
         metrics: dict[str, Any] = {"epoch": epoch + 1}
-        if epoch == 0 and steps > 1 and self._first_batch_end is not None:
+        first = not self.history  # the first epoch of this run traces the graph
+        if first and self.resumed_from_epoch and not self._resume_reported:
+            metrics["resumed_from_epoch"] = self.resumed_from_epoch
+        if first and steps > 1 and self._first_batch_end is not None:
             steady = (train_end - self._first_batch_end) * steps / (steps - 1)
             metrics["warmup_s"] = max(0.0, wall - steady)
         else:
@@ -98,8 +107,55 @@ class EpochReporter(keras.callbacks.Callback):
         )
         if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
             metrics.update(self.final_metrics())
+        if self.checkpoint is not None:
+            self.checkpoint.save(epochs_done=epoch + 1, report=metrics)
         self.history.append(metrics)
         self.report(metrics)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # Reports travel asynchronously, so the last saved epoch may never have reached whoever
+        # records them: report it again first (a recorder that has it already skips it).
+        saved = self.checkpoint.last_report if self.checkpoint is not None else None
+        if self.resumed_from_epoch and saved:
+            self.report({**saved, "resumed_from_epoch": self.resumed_from_epoch})
+            self._resume_reported = True
+
+
+class EpochCheckpoint:
+    """Model weights (pruning state included), optimizer state and epochs done, in `directory`.
+
+    Saved after every epoch (the latest only is kept), with that epoch's report; `restore()`
+    loads the latest and returns how many epochs it had done (0 when there is none), for
+    `fit(initial_epoch=...)`, and keeps the saved report in `last_report`.
+    """
+
+    def __init__(self, model: tf_keras.Model, directory: str) -> None:
+        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, epochs_done=self.epochs_done
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=1)
+        self.last_report: dict[str, Any] | None = None
+
+    def restore(self) -> int:
+        if self.manager.latest_checkpoint is None:
+            return 0
+        # Optimizer slots do not exist yet; TensorFlow restores them when training creates them.
+        self.checkpoint.restore(self.manager.latest_checkpoint)
+        report = os.path.join(self.manager.directory, LAST_REPORT)
+        if os.path.exists(report):
+            with open(report) as file:
+                self.last_report = json.load(file)
+        return int(self.epochs_done.numpy())
+
+    def save(self, *, epochs_done: int, report: dict[str, Any]) -> None:
+        self.epochs_done.assign(epochs_done)
+        self.manager.save()
+        with open(os.path.join(self.manager.directory, LAST_REPORT), "w") as file:
+            json.dump(report, file)
+
+
+LAST_REPORT = "last_report.json"
 
 
 def gzipped_model_bytes(model: tf_keras.Model) -> int:

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,  # seeds the data split, weight initialisation and shuffling
     # output
     "model_dir": None,  # if set, the trained model is saved there (model.keras, model.tflite)
+    "checkpoint_dir": None,  # if set, saved there every epoch, and training continues from it
 }
 
 # What `train` reports: every epoch, then also at the last epoch.
@@ -65,7 +66,7 @@ FINAL_METRICS = (
     "tflite_bytes",
     "inference_ms",
 )
-METRICS = EPOCH_METRICS + FINAL_METRICS + ("warmup_s",)
+METRICS = EPOCH_METRICS + FINAL_METRICS + ("warmup_s", "resumed_from_epoch")
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +170,12 @@ def train(
             metrics=["accuracy"],
         )
 
+        checkpoint = (
+            metrics.EpochCheckpoint(model, config["checkpoint_dir"]) if config["checkpoint_dir"] else None
+        )
+        # A checkpoint of a finished run redoes the last epoch, so the model metrics get reported.
+        initial_epoch = min(checkpoint.restore(), epochs - 1) if checkpoint else 0
+
     def final_metrics() -> dict[str, float]:
         return metrics.model_metrics(
             pruning.strip_pruning(model), digits.x_val[0], model_dir=config["model_dir"]
@@ -179,9 +186,16 @@ def train(
         report=report,
         final_metrics=final_metrics,
         should_stop=should_stop,
+        checkpoint=checkpoint,
+        resumed_from_epoch=initial_epoch,
     )
     model.fit(
-        train_ds, validation_data=val_ds, epochs=epochs, callbacks=[*callbacks, reporter], verbose=0
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[*callbacks, reporter],
+        verbose=0,
     )
     return reporter.history[-1] if reporter.history else {}
 
