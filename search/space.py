@@ -29,6 +29,19 @@ SEARCHERS = ("tpe", "nsga2", "random")  # Optuna samplers, all seeded
 SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
 
 
+def _check_range(name: str, low: float, high: float, *, log: bool, stepped: bool) -> None:
+    """The rules Float and Int ranges share."""
+    if not low < high:
+        raise SpaceError(
+            f"`{name}`: the range is empty or inverted; `low < high` must hold, "
+            f"but got low={low}, high={high}."
+        )
+    if log and low <= 0:
+        raise SpaceError(f"`{name}`: a log-scale range needs `low > 0`, but got low={low}.")
+    if log and stepped:
+        raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
+
+
 @dataclasses.dataclass(frozen=True)
 class Float:
     """A real number in `[low, high]`, sampled on a log scale when `log=True`, or on a grid of `step`."""
@@ -41,15 +54,7 @@ class Float:
     def validate(self, name: str) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise SpaceError(f"`{name}`: bounds must be finite, but got low={self.low}, high={self.high}.")
-        if not self.low < self.high:
-            raise SpaceError(
-                f"`{name}`: the range is empty or inverted; `low < high` must hold, "
-                f"but got low={self.low}, high={self.high}."
-            )
-        if self.log and self.low <= 0:
-            raise SpaceError(f"`{name}`: a log-scale range needs `low > 0`, but got low={self.low}.")
-        if self.log and self.step is not None:
-            raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
+        _check_range(name, self.low, self.high, log=self.log, stepped=self.step is not None)
         if self.step is not None and not 0 < self.step <= self.high - self.low:
             raise SpaceError(
                 f"`{name}`: `step` must be in (0, high - low], but got step={self.step}."
@@ -79,15 +84,7 @@ class Int:
     def validate(self, name: str) -> None:
         if not (isinstance(self.low, int) and isinstance(self.high, int)):
             raise SpaceError(f"`{name}`: Int bounds must be integers, but got low={self.low!r}, high={self.high!r}.")
-        if not self.low < self.high:
-            raise SpaceError(
-                f"`{name}`: the range is empty or inverted; `low < high` must hold, "
-                f"but got low={self.low}, high={self.high}."
-            )
-        if self.log and self.low <= 0:
-            raise SpaceError(f"`{name}`: a log-scale range needs `low > 0`, but got low={self.low}.")
-        if self.log and self.step != 1:
-            raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
+        _check_range(name, self.low, self.high, log=self.log, stepped=self.step != 1)
 
     def suggest(self, trial: optuna.Trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log, step=self.step)
