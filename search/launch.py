@@ -44,8 +44,15 @@ def _assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2), like every other input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m search.launch",
         description=(
             "Run a hyperparameter study: Optuna (TPE) suggests configurations, ASHA stops weak "

@@ -61,11 +61,15 @@ def test_bad_input_gives_one_line_and_exit_code_2_before_ray_starts(tmp_path, ca
     assert not ray.is_initialized()
 
 
-def test_unknown_cli_option_exits_2(capsys):
+@pytest.mark.parametrize("args", [["--trails", "3"], ["--scheduler", "pbt"], ["--trials", "0"]])
+def test_unknown_cli_option_or_value_exits_2(capsys, args):
     with pytest.raises(SystemExit) as exit_info:
-        launch.main(["spaces/mnist.py", "--trails", "3"])
+        launch.main(["spaces/mnist.py", *args])
+    err = capsys.readouterr().err
+    # Exit code 2 and one line, like every other input error.
     assert exit_info.value.code == 2
-    assert "unrecognized arguments: --trails" in capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert {"--trails": "unrecognized arguments: --trails", "--scheduler": "invalid choice: 'pbt'", "--trials": "must be an integer >= 1"}[args[0]] in err
 
 
 @pytest.mark.timeout(600)
