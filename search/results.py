@@ -161,7 +161,7 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
         )
     trials = pd.DataFrame(rows)
     for column in trials.columns:  # parameters come back as text; numbers become numbers
-        if trials[column].dtype == object:
+        if trials[column].dtype == object or pd.api.types.is_string_dtype(trials[column]):
             converted = pd.to_numeric(trials[column], errors="coerce")
             if converted.notna().sum() == trials[column].notna().sum() and trials[column].notna().any():
                 trials[column] = converted

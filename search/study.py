@@ -96,6 +96,7 @@ def _run_trial(
     from ray import tune
 
     _limit_threads(cpus)
+    sys.unraisablehook = _unraisable_but_shutdown
     trial_id = tune.get_context().get_trial_id()
     checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
     trainable(
@@ -104,6 +105,16 @@ def _run_trial(
         should_stop=_stop_requested,
     )
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _unraisable_but_shutdown(unraisable: Any) -> None:
+    """Stay quiet about Ray ending a worker at the end of the study.
+
+    Ray's SIGTERM handler raises SystemExit; when the signal lands inside a garbage-collection
+    callback, Python prints "Exception ignored in ..." with a traceback to the user's terminal.
+    """
+    if not isinstance(unraisable.exc_value, SystemExit):
+        sys.__unraisablehook__(unraisable)
 
 
 def _claim_checkpoint_dir(root: Path, config: dict[str, Any], session: str, trial_id: str) -> Path:
@@ -552,7 +563,10 @@ def format_table(
     if table.empty:
         return "(no trials)"
     shown = table.drop(columns=[c for c in hide if c in table])
-    shown = shown.map(lambda value: "-" if value is None else value)  # e.g. metrics of failed trials
+    # Columns with no value at all (metrics no trial reached) come as None: make them numeric
+    # NaN, shown as "-"; mapping every cell instead would turn numeric columns into text.
+    empty = [column for column in shown if shown[column].isna().all()]
+    shown = shown.astype({column: float for column in empty})
     shown = shown.head(rows) if rows else shown
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         return shown.to_string(index=False, float_format=_number, na_rep="-")

@@ -142,3 +142,23 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
     fastest = min(front, key=lambda r: r.data.metrics["epoch_time_s"])
     assert picked.returncode == 0, picked.stderr
     assert picked.stdout.startswith(f"{fastest.info.run_name} ({fastest.data.tags['registered_model']}")
+
+
+def test_results_api_reads_the_study_back_from_mlflow(tiny_study):
+    from search.results import load_study
+
+    tmp_path, done = tiny_study
+    assert done.returncode == 0, done.stderr
+    study = load_study("smoke", results_dir=tmp_path / "results")
+    trials = study.trials
+    # One row per trial with its status, typed parameters and final objectives.
+    assert len(trials) == 4 and set(trials["status"]) <= {"finished", "stopped"}
+    assert trials["learning_rate"].dtype == float and trials["batch_size"].dtype == int
+    assert study.objectives == {"val_accuracy": "max", "epoch_time_s": "min"}
+    # Stopped trials are flagged; the front holds full-budget trials only, each with a model URI.
+    assert (trials["stopped_early"] == (trials["status"] == "stopped")).all()
+    assert (study.front["status"] == "finished").all() and study.front["model_uri"].str.startswith("models:/smoke/").all()
+    # Per-epoch history, and the full-budget trials as an Optuna study.
+    history = study.history(study.front.iloc[0]["trial"])
+    assert list(history["epoch"]) == [1, 2]
+    assert len(study.optuna_study().trials) == (trials["status"] == "finished").sum()
