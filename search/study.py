@@ -40,8 +40,8 @@ QUIET_ENV = {
     # A reused worker waits this long for a stopped trial's thread before taking the next trial
     # (Ray's default, 2 s, is shorter than one epoch of many models and then fails the trial).
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
-    # Ctrl-C raises KeyboardInterrupt in the driver (Ray's own handler would end the run as if
-    # it had completed); the study then marks cut-off trials KILLED and says how to resume.
+    # Ctrl-C is taken by the study's own handler (`_CtrlC`); Ray's would end the run as if it
+    # had completed. The study then marks cut-off trials KILLED and says how to resume.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
@@ -170,12 +170,9 @@ def _stop_requested() -> bool:
     return bool(session is not None and session.stop_event.is_set())
 
 
-def summary_table(rows: list[dict[str, Any]], space: SearchSpace) -> pd.DataFrame:
+def summary_table(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
     """Trials as a table: full-budget trials first, then those stopped early (their metrics are
     partial), then failed ones; within each, best first by the primary objective."""
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
     if table.empty:
         return table
     ascending = space.primary_mode == "min"
@@ -205,7 +202,7 @@ def _study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: 
     table["run_id"] = frame.get("run_id")
     table["ended_at"] = frame.get("ended_at")
     table["model_dir"] = [str(models_dir / str(trial_id)) for trial_id in frame.get("trial_id", [])]
-    return summary_table(table.to_dict("records"), space)
+    return summary_table(table, space)
 
 
 @dataclasses.dataclass(frozen=True)
