@@ -12,7 +12,7 @@ import ast
 import sys
 from pathlib import Path
 
-from search.tracking import default_tracking_uri
+from search.results import open_experiment
 
 
 def _bound(text: str) -> tuple[str, float]:
@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     import mlflow
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
@@ -64,23 +63,20 @@ def main(argv: list[str] | None = None) -> int:
     if explicit not in ("", "min", "max"):
         print(f"error: --best direction must be 'min' or 'max', got {explicit!r}.", file=sys.stderr)
         return 2
-    tracking_uri = options.tracking_uri or default_tracking_uri(options.results_dir)
-    if not options.tracking_uri and not (options.results_dir / "mlflow.db").is_file():
-        print(f"error: no MLflow store at {options.results_dir / 'mlflow.db'}; pass --results-dir or --tracking-uri.", file=sys.stderr)
+    try:
+        client, experiment_id, tracking_uri = open_experiment(
+            options.experiment, options.tracking_uri, options.results_dir
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(options.experiment)
-    if experiment is None:
-        names = [e.name for e in client.search_experiments()]
-        print(f"error: no experiment {options.experiment!r} in {tracking_uri}; found {names}.", file=sys.stderr)
-        return 2
-    direction = _direction(client, experiment.experiment_id, metric, explicit or None)
+    direction = _direction(client, experiment_id, metric, explicit or None)
     clauses = ["tags.on_front = 'true'", "tags.registered_model != ''"]
     clauses += [f"metrics.{name} >= {value!r}" for name, value in options.lower]
     clauses += [f"metrics.{name} <= {value!r}" for name, value in options.upper]
     try:
         candidates = client.search_runs(
-            [experiment.experiment_id], filter_string=" and ".join(clauses), max_results=5000
+            [experiment_id], filter_string=" and ".join(clauses), max_results=5000
         )
     except MlflowException as error:
         print(f"error: {error.message}", file=sys.stderr)

@@ -174,7 +174,7 @@ def list_studies(
     """The studies of an experiment, newest first: name, run id, status, start time, key metrics."""
     import pandas as pd
 
-    client, experiment_id, _ = _open(experiment, tracking_uri, results_dir)
+    client, experiment_id, _ = open_experiment(experiment, tracking_uri, results_dir)
     runs = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
     return pd.DataFrame(
         [
@@ -190,9 +190,21 @@ def list_studies(
     )
 
 
-def _open(experiment: str, tracking_uri: str | None, results_dir: str | Path) -> tuple[MlflowClient, str, str]:
+def open_experiment(
+    experiment: str, tracking_uri: str | None = None, results_dir: str | Path = "results"
+) -> tuple[MlflowClient, str, str]:
+    """`(client, experiment id, tracking URI)` of an existing experiment, else `ValueError`.
+
+    Without `tracking_uri`, the sqlite store in `results_dir` must exist: opening a missing one
+    would create an empty store in its place.
+    """
     from mlflow import MlflowClient
 
+    if tracking_uri is None and not (Path(results_dir) / "mlflow.db").is_file():
+        raise ValueError(
+            f"No MLflow store at {Path(results_dir) / 'mlflow.db'}; pass the study's results "
+            "directory or its tracking URI."
+        )
     uri = tracking_uri or default_tracking_uri(Path(results_dir))
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -222,7 +234,7 @@ def load_study(
         failed, running, interrupted), `stopped_early`, the searched parameters, every final metric,
         `pareto_rank`, `on_front`, `knee`, `model_uri` (front trials) and `run_id`.
     """
-    client, experiment_id, uri = _open(experiment, tracking_uri, results_dir)
+    client, experiment_id, uri = open_experiment(experiment, tracking_uri, results_dir)
     studies = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
     if not studies:
         raise ValueError(f"Experiment {experiment!r} holds no study yet.")

@@ -59,10 +59,14 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     wall_time_s: float
-    trials: pd.DataFrame  # one row per trial, best first by the primary objective
     front: Front
     model_uris: dict[str, str]  # registered model URI of each front trial, by trial name
     stopped_at_rung: dict[int, int]  # trials stopped early, by the epoch of the rung
+
+    @property
+    def trials(self) -> pd.DataFrame:
+        """One row per trial, full-budget trials first, best first by the primary objective."""
+        return self.front.table
 
 
 def _limit_threads(cpus: float) -> None:
@@ -430,7 +434,6 @@ def run_study(
             tracking_uri,
             parent_run_id,
             wall_time_s,
-            front.table,
             front,
             model_uris,
             stopped_at_rung,
@@ -491,11 +494,12 @@ class _CtrlC:
 def _start_study_run(
     runs: Any, space: SearchSpace, study_name: str, scheduler_name: str, space_file: Path | None
 ) -> str:
+    search_space = space.describe()
     parent_run_id = runs.start_parent(
         study_name,
         params={
             "objectives": dict(space.objectives),
-            "search_space": space.describe(),
+            "search_space": search_space,
             "constants": dict(space.constants),
             "searcher": space.searcher,
             "scheduler": scheduler_name,
@@ -515,7 +519,7 @@ def _start_study_run(
         },
         tags={"study": study_name, "space": space.name, "role": "study"},
     )
-    runs.client.log_text(parent_run_id, space.describe(), "search_space.json")
+    runs.client.log_text(parent_run_id, search_space, "search_space.json")
     if space_file is not None:
         runs.client.log_artifact(parent_run_id, str(space_file))
     return parent_run_id
