@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a constant passed to every trial, e.g. --set data_source=bundled (repeatable)",
+        help="set a constant passed to every trial, or fix a searched parameter, e.g. --set data_source=bundled (repeatable)",
     )
     parser.add_argument(
         "--resume",
@@ -120,7 +120,7 @@ def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpac
     if changes.get("max_epochs") is not None and options.grace_period is None:
         changes["grace_period"] = min(space.grace_period, changes["max_epochs"])
     if options.overrides:
-        changes["constants"] = {**space.constants, **dict(options.overrides)}
+        space = space.fix(dict(options.overrides))
     return space.replace(**changes) if changes else space
 
 
@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"Study '{space.name}': {space.num_samples} trials of up to {space.max_epochs} epochs, "
-        f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}",
+        f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}"
+        + (f", early stopping on {dict(space.rung_objectives)}" if space.rung_objectives else ""),
         flush=True,
     )
     try:

@@ -40,9 +40,12 @@ class ProgressLines(tune.Callback):
         stream: TextIO | None = None,
         heartbeat_s: float = 30.0,
         already_ended: dict[str, int] | None = None,
+        rung_objectives: dict[str, str] | None = None,
     ) -> None:
         self.total = total
         self.objectives = objectives
+        # Shown too, e.g. for trials stopped before the objectives were measured.
+        self.shown = list(dict.fromkeys([*objectives, *(rung_objectives or {})]))
         self.primary, self.mode = next(iter(objectives.items()))
         self.name_of = name_of
         self.stopped_early = stopped_early
@@ -83,7 +86,7 @@ class ProgressLines(tune.Callback):
         ):
             self.best = (float(value), self.name_of(trial))
         shown = " ".join(
-            f"{metric}={result[metric]:.4g}" for metric in self.objectives if metric in result
+            f"{metric}={result[metric]:.4g}" for metric in self.shown if metric in result
         )
         self._say(f"{self.name_of(trial)} {status} at epoch {result.get('epoch', '?')}: {shown}", trials, trial)
 

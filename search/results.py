@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from search.space import typed_param
+from search.space import typed_params
 from search.tracking import default_tracking_uri
 
 if TYPE_CHECKING:
@@ -116,10 +116,10 @@ class Study:
         )
         finished = self.trials[self.trials["status"] == "finished"]
         for _, row in finished.iterrows():
-            params = {name: typed_param(row[name], distributions[name]) for name in distributions}
+            params, present = typed_params(row, distributions)
             optuna_study.add_trial(
                 optuna.trial.create_trial(
-                    params=params, distributions=distributions, values=[row[m] for m in objectives]
+                    params=params, distributions=present, values=[row[m] for m in objectives]
                 )
             )
         return optuna_study

@@ -21,7 +21,7 @@ from search.errors import SpaceError
 
 from search.space import SEARCHERS
 from search.space import SearchSpace
-from search.space import typed_param
+from search.space import typed_params
 
 
 class TruthfulOptunaSearch(OptunaSearch):
@@ -52,14 +52,15 @@ class TruthfulOptunaSearch(OptunaSearch):
         ones FAIL."""
         distributions = {name: domain.distribution() for name, domain in space.params.items()}
         for row in rows:
+            params, present = typed_params(row, distributions)
             values = [row.get(metric) for metric in space.objectives]
             state = {"stopped": TrialState.PRUNED, "failed": TrialState.FAIL}.get(row["status"], TrialState.COMPLETE)
             if state == TrialState.COMPLETE and not all(_finite(v) for v in values):
                 state = TrialState.FAIL
             self._ot_study.add_trial(
                 optuna.trial.create_trial(
-                    params={name: typed_param(row[name], d) for name, d in distributions.items()},
-                    distributions=distributions,
+                    params=params,
+                    distributions=present,
                     values=[float(v) for v in values] if state == TrialState.COMPLETE else None,
                     state=state,
                 )
@@ -69,7 +70,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         """Suggest these configurations first (trials an interruption cut off, to run again)."""
         distributions = {name: domain.distribution() for name, domain in space.params.items()}
         for config in configs:
-            self._ot_study.enqueue_trial({name: typed_param(config[name], d) for name, d in distributions.items()})
+            self._ot_study.enqueue_trial(typed_params(config, distributions)[0])
 
 
 def _finite(value: object) -> bool:

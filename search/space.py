@@ -42,14 +42,31 @@ def _check_range(name: str, low: float, high: float, *, log: bool, stepped: bool
         raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
 
 
+def _applies(when: Mapping[str, Any] | None, config: Mapping[str, Any]) -> bool:
+    """Whether a conditional parameter applies to `config` (the parameters suggested before it)."""
+    if when is None:
+        return True
+    return all(
+        name in config and config[name] in (allowed if isinstance(allowed, list) else [allowed])
+        for name, allowed in when.items()
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Float:
-    """A real number in `[low, high]`, sampled on a log scale when `log=True`, or on a grid of `step`."""
+    """A real number in `[low, high]`, sampled on a log scale when `log=True`, or on a grid of `step`.
+
+    `when={"optimizer": "momentum"}` (or a list of values) makes the parameter conditional: it
+    is searched only in trials where the named earlier `Choice` took one of those values, and
+    is absent from the others (the trainable's default applies there). `Int` and `Choice` take
+    `when` too.
+    """
 
     low: float
     high: float
     log: bool = False
     step: float | None = None
+    when: Mapping[str, Any] | None = None
 
     def validate(self, name: str) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
@@ -68,7 +85,7 @@ class Float:
 
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log, step=self.step)
 
-    def bounds(self) -> tuple[Any, Any]:
+    def candidates(self) -> tuple[Any, ...]:
         return self.low, self.high
 
 
@@ -80,6 +97,7 @@ class Int:
     high: int
     log: bool = False
     step: int = 1
+    when: Mapping[str, Any] | None = None
 
     def validate(self, name: str) -> None:
         if not (isinstance(self.low, int) and isinstance(self.high, int)):
@@ -94,7 +112,7 @@ class Int:
 
         return optuna.distributions.IntDistribution(self.low, self.high, log=self.log, step=self.step)
 
-    def bounds(self) -> tuple[Any, Any]:
+    def candidates(self) -> tuple[Any, ...]:
         return self.low, self.high
 
 
@@ -103,6 +121,7 @@ class Choice:
     """One of a fixed list of values (numbers, strings or booleans)."""
 
     options: Sequence[Any]
+    when: Mapping[str, Any] | None = None
 
     def validate(self, name: str) -> None:
         if isinstance(self.options, (str, bytes)) or not isinstance(self.options, Sequence):
@@ -120,6 +139,8 @@ class Choice:
 
         return optuna.distributions.CategoricalDistribution(list(self.options))
 
+    def candidates(self) -> tuple[Any, ...]:
+        return tuple(self.options)
 
 
 Domain = Float | Int | Choice
@@ -153,6 +174,10 @@ class SearchSpace:
         reference_point: objective -> value bounding the hypervolume (a point every useful trial
             beats, e.g. accuracy 0.9 and 5 s per epoch). Fix it to compare hypervolumes across
             studies; when None, each study derives one from its own worst full-budget values.
+        rung_objectives: metric -> "max"/"min" that early stopping compares at its rungs, when
+            it cannot be the objectives themselves: objectives measured only when a trial ends
+            (deployed size, latency, TFLite accuracy) do not exist at the rungs. Defaults to the
+            objectives.
     """
 
     name: str
@@ -172,6 +197,7 @@ class SearchSpace:
     scheduler: str = "auto"
     max_retries: int = 0
     reference_point: Mapping[str, float] | None = None
+    rung_objectives: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -199,6 +225,7 @@ class SearchSpace:
                     f"but got {domain!r}."
                 )
             domain.validate(name)
+        self._validate_conditions()
         self._validate_objectives()
         if self.searcher not in SEARCHERS:
             raise SpaceError(f"Unknown searcher {self.searcher!r}; choose one of {SEARCHERS}.")
@@ -233,6 +260,26 @@ class SearchSpace:
             )
         self._validate_with_trainable()
 
+    def _validate_conditions(self) -> None:
+        names = list(self.params)
+        for position, (name, domain) in enumerate(self.params.items()):
+            if domain.when is None:
+                continue
+            if not isinstance(domain.when, Mapping) or not domain.when:
+                raise SpaceError(f"`{name}`: `when` must be a dict such as {{'architecture': 'cnn'}}, but got {domain.when!r}.")
+            for other, allowed in domain.when.items():
+                parent = self.params.get(other)
+                if not isinstance(parent, Choice) or names.index(other) > position:
+                    raise SpaceError(
+                        f"`{name}`: `when` refers to {other!r}, which must be a Choice parameter "
+                        f"declared before `{name}`; params are {names}."
+                    )
+                missing = [v for v in (allowed if isinstance(allowed, list) else [allowed]) if v not in parent.options]
+                if missing:
+                    raise SpaceError(
+                        f"`{name}`: `when` expects {other} in {missing}, which is not among its options {list(parent.options)}."
+                    )
+
     def _validate_with_trainable(self) -> None:
         """Let the trainable's `check_config` judge every range end and option, one at a time.
 
@@ -248,31 +295,40 @@ class SearchSpace:
         except ValueError as error:
             raise SpaceError(f"`constants` are rejected by the trainable: {error}") from error
         for name, domain in self.params.items():
-            candidates = domain.options if isinstance(domain, Choice) else domain.bounds()
-            for value in candidates:
+            # A conditional parameter is checked in a configuration where it applies.
+            condition = {
+                other: allowed[0] if isinstance(allowed, list) else allowed
+                for other, allowed in (domain.when or {}).items()
+            }
+            for value in domain.candidates():
                 try:
-                    check({**base, name: value})
+                    check({**base, **condition, name: value})
                 except ValueError as error:
                     raise SpaceError(f"`{name}` = {value!r} is rejected by the trainable: {error}") from error
 
     def _validate_objectives(self) -> None:
-        if not isinstance(self.objectives, Mapping) or not self.objectives:
-            raise SpaceError('`objectives` must be a non-empty dict such as {"val_accuracy": "max"}.')
-        for metric, mode in self.objectives.items():
-            if mode not in MODES:
-                raise SpaceError(f"Objective `{metric}`: direction must be 'max' or 'min', but got {mode!r}.")
-        reported = getattr(self.trainable, "metrics", None)
-        if reported is not None:
-            unknown = [metric for metric in self.objectives if metric not in reported]
-            if unknown:
-                raise SpaceError(
-                    f"Unknown objective {unknown}: {self.trainable.__name__} reports {sorted(reported)}."
-                )
+        for field, objectives in (("objectives", self.objectives), ("rung_objectives", self.rung_objectives)):
+            if objectives is None and field == "rung_objectives":
+                continue
+            if not isinstance(objectives, Mapping) or not objectives:
+                raise SpaceError(f'`{field}` must be a non-empty dict such as {{"val_accuracy": "max"}}.')
+            for metric, mode in objectives.items():
+                if mode not in MODES:
+                    raise SpaceError(f"Objective `{metric}`: direction must be 'max' or 'min', but got {mode!r}.")
+            reported = getattr(self.trainable, "metrics", None)
+            if reported is not None:
+                unknown = [metric for metric in objectives if metric not in reported]
+                if unknown:
+                    raise SpaceError(
+                        f"Unknown objective {unknown}: {self.trainable.__name__} reports {sorted(reported)}."
+                    )
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Define-by-run space for Optuna: suggest every parameter, return the constants."""
+        """Define-by-run space for Optuna: suggest every parameter that applies, in order (a
+        conditional one only where its `when` holds), and return the constants."""
         for name, domain in self.params.items():
-            domain.suggest(trial, name)
+            if _applies(domain.when, trial.params):
+                domain.suggest(trial, name)
         return {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
 
     def describe(self) -> str:
@@ -288,9 +344,45 @@ class SearchSpace:
             }
         )
 
+    def fix(self, values: Mapping[str, Any]) -> SearchSpace:
+        """A copy where `values` are constants: fixed parameters leave the search, and so do
+        conditional ones whose condition the fixed values rule out (the others lose that part
+        of their condition)."""
+        params: dict[str, Domain] = {}
+        for name, domain in self.params.items():
+            if name in values:
+                continue
+            when = dict(domain.when or {})
+            for other in [o for o in when if o in values]:
+                if not _applies({other: when.pop(other)}, values):
+                    break
+            else:
+                params[name] = dataclasses.replace(domain, when=when or None)
+        return self.replace(params=params, constants={**self.constants, **values})
+
     def replace(self, **changes: Any) -> SearchSpace:
         """A copy with some fields changed (and validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def typed_params(
+    row: Mapping[str, Any], distributions: Mapping[str, optuna.distributions.BaseDistribution]
+) -> tuple[dict[str, Any], dict[str, optuna.distributions.BaseDistribution]]:
+    """The parameters a trial had (read back from MLflow), typed, with their distributions.
+
+    A conditional parameter that did not apply to the trial is missing (or NaN) in `row`, and
+    is left out of both dicts, as Optuna records it.
+    """
+    present = {
+        name: d for name, d in distributions.items() if name in row and _known(row[name])
+    }
+    return {name: typed_param(row[name], d) for name, d in present.items()}, present
+
+
+def _known(value: Any) -> bool:
+    import pandas as pd
+
+    return not pd.isna(value)
 
 
 def typed_param(value: Any, distribution: optuna.distributions.BaseDistribution) -> Any:

@@ -43,6 +43,9 @@ QUIET_ENV = {
     # Ctrl-C is taken by the study's own handler (`_CtrlC`); Ray's would end the run as if it
     # had completed. The study then marks cut-off trials KILLED and says how to resume.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
+    # Objectives measured only when a trial ends (deployed size, latency) are absent from the
+    # per-epoch results; Tune would otherwise fail the study on the first such result.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
@@ -87,14 +90,16 @@ def _run_trial(
     cpus: float,
     models_dir: str,
     checkpoints_dir: str,
+    cache_dir: str,
     session: str,
 ) -> None:
     """The Tune function: train one configuration, forwarding each report to Tune.
 
     The trainable saves its final model under `models_dir/<trial id>` (the study keeps the
     Pareto front's models), checkpoints every epoch in a directory claimed for this
-    configuration (a run of the same configuration after an interruption continues from it), and
-    polls `should_stop` between batches. The checkpoint goes once the trial ends; if it raises,
+    configuration (a run of the same configuration after an interruption continues from it),
+    may keep what the study's trials share in `cache_dir` (e.g. a distillation teacher, trained
+    by the first trial that needs it), and polls `should_stop` between batches. The checkpoint goes once the trial ends; if it raises,
     the checkpoint stays for a retry.
     """
     from ray import tune
@@ -104,7 +109,12 @@ def _run_trial(
     trial_id = tune.get_context().get_trial_id()
     checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
     trainable(
-        {**config, "model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir)},
+        {
+            **config,
+            "model_dir": os.path.join(models_dir, trial_id),
+            "checkpoint_dir": str(checkpoint_dir),
+            "cache_dir": cache_dir,
+        },
         report=tune.report,
         should_stop=_stop_requested,
     )
@@ -326,10 +336,11 @@ def run_study(
     study_name = resumed.study_name if resumed else f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     models_dir = results_dir / "models" / study_name
     checkpoints_dir = results_dir / "checkpoints" / study_name
+    cache_dir = results_dir / "cache" / study_name
 
     scheduler = make_scheduler(
         space.scheduler,
-        space.objectives,
+        space.rung_objectives or space.objectives,
         max_t=space.max_epochs,
         grace_period=space.grace_period,
         reduction_factor=space.reduction_factor,
@@ -347,7 +358,7 @@ def run_study(
         parent_run_id = runs.reopen_parent(resumed.parent_run_id)
         searcher.tell_history(resumed.ended.to_dict("records"), space)
         searcher.enqueue([{n: row[n] for n in space.params} for _, row in resumed.interrupted.iterrows()], space)
-        _replay(scheduler, runs, resumed.ended, space.objectives)
+        _replay(scheduler, runs, resumed.ended, space.rung_objectives or space.objectives)
         trial_runs.carry_on(resumed.table, list(space.params))
     else:
         parent_run_id = _start_study_run(runs, space, study_name, type(scheduler).__name__, space_file)
@@ -360,6 +371,7 @@ def run_study(
             ProgressLines(
                 total=space.num_samples,
                 objectives=dict(space.objectives),
+                rung_objectives=dict(space.rung_objectives or {}),
                 name_of=trial_runs.trial_name,
                 stopped_early=stopped_early,
                 already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
@@ -381,6 +393,7 @@ def run_study(
             cpus=space.cpus_per_trial,
             models_dir=str(models_dir),
             checkpoints_dir=str(checkpoints_dir),
+            cache_dir=str(cache_dir),
             session=uuid.uuid4().hex,
         ),
         {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
@@ -425,6 +438,7 @@ def run_study(
         )
         front_module.discard_models(models_dir)
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
+        shutil.rmtree(cache_dir, ignore_errors=True)
         stopped_at_rung = dict(sorted(scheduler.stopped_at_rung.items()))
         _log_study_summary(runs, parent_run_id, front, space, wall_time_s, stopped_at_rung)
         status = "FINISHED"
@@ -499,6 +513,7 @@ def _start_study_run(
         study_name,
         params={
             "objectives": dict(space.objectives),
+            "rung_objectives": dict(space.rung_objectives or space.objectives),
             "search_space": search_space,
             "constants": dict(space.constants),
             "searcher": space.searcher,

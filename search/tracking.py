@@ -169,7 +169,11 @@ class TrialRuns(tune.Callback):
                 self.logged_steps[row["run_id"]] = {point.step for point in history}
 
     def _key(self, config: Any) -> tuple:
-        return tuple(str(config[name]) for name in self.params)
+        """The searched values, a conditional parameter that did not apply as None."""
+        import pandas as pd
+
+        values = (config.get(name) for name in self.params)
+        return tuple(None if value is None or pd.isna(value) else str(value) for value in values)
 
     def trial_name(self, trial: Trial) -> str:
         if trial.trial_id not in self.numbers:

@@ -31,8 +31,10 @@ def test_every_space_file_loads_and_suggests_configs_its_trainable_accepts(path)
     for _ in range(20):
         trial = study.ask()
         config = {**loaded.suggest(trial), **trial.params}
-        # Every searched parameter gets a value, and the trainable accepts the whole config.
-        assert set(loaded.params) <= set(config)
+        # Every searched parameter that applies gets a value, and the trainable accepts the
+        # whole config.
+        unconditional = {name for name, domain in loaded.params.items() if domain.when is None}
+        assert unconditional <= set(config)
         loaded.trainable.check_config(config)
         study.tell(trial, [0.0] * len(loaded.objectives))
 
@@ -104,3 +106,45 @@ def test_method_settings_are_validated():
     # A reference point must cover exactly the objectives.
     with pytest.raises(SpaceError, match="`reference_point` must give a value for each objective"):
         space(reference_point={"epoch_time_s": 5.0})
+
+
+def test_conditional_parameters_appear_only_where_they_apply():
+    conditional = space(
+        params={
+            "architecture": Choice(["mlp", "cnn"]),
+            "kernel_size": Choice([3, 5], when={"architecture": "cnn"}),
+            "optimizer": Choice(["sgd", "momentum", "adam"]),
+            "momentum": Float(0.5, 0.95, when={"optimizer": ["momentum"]}),
+        }
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        conditional.suggest(trial)
+        params = trial.params
+        assert ("kernel_size" in params) == (params["architecture"] == "cnn")
+        assert ("momentum" in params) == (params["optimizer"] == "momentum")
+        train.check_config(params)  # the trainable accepts every such configuration
+        seen.add((params["architecture"], params["optimizer"]))
+        study.tell(trial, 0.0)
+    assert len(seen) == 6  # both branches of both conditions were exercised
+
+
+def test_conditions_must_name_an_earlier_choice_and_its_options():
+    with pytest.raises(SpaceError, match="must be a Choice parameter declared before `kernel_size`"):
+        space(params={"kernel_size": Choice([3, 5], when={"architecture": "cnn"}), "architecture": Choice(["mlp", "cnn"])})
+    with pytest.raises(SpaceError, match="not among its options"):
+        space(params={"architecture": Choice(["mlp", "cnn"]), "kernel_size": Choice([3, 5], when={"architecture": "vit"})})
+
+
+def test_a_parameter_that_applies_only_under_a_condition_must_say_so():
+    # The trainable refuses a CNN-only parameter on an MLP rather than ignoring it silently.
+    with pytest.raises(SpaceError, match="`kernel_size` applies only when architecture is 'cnn'"):
+        space(params={"architecture": Choice(["mlp", "cnn"]), "kernel_size": Choice([3, 5])})
+
+
+def test_rung_objectives_are_validated_like_objectives():
+    assert space(rung_objectives={"val_accuracy": "max"}).rung_objectives == {"val_accuracy": "max"}
+    with pytest.raises(SpaceError, match="Unknown objective \\['val_acc'\\]"):
+        space(rung_objectives={"val_acc": "max"})

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
-def _stderr_swallowed() -> Iterator[None]:
+def stderr_swallowed() -> Iterator[None]:
     """Redirect fd 2 to a temporary file; replay it if the block raises."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -37,7 +37,7 @@ def _stderr_swallowed() -> Iterator[None]:
             os.close(saved)
 
 
-with _stderr_swallowed():
+with stderr_swallowed():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 

@@ -36,7 +36,8 @@ class EpochReporter(keras.callbacks.Callback):
     On the last epoch (the planned last one, or one after which another callback stopped
     training), `final_metrics(model)` is merged into the report, so the last report carries
     everything the trial measured. If `should_stop()` turns true, training ends after the
-    current batch and nothing more is reported.
+    current batch and nothing more is reported. `known_metrics`, measured before training
+    (e.g. of a distillation teacher), go into the first report.
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class EpochReporter(keras.callbacks.Callback):
         should_stop: Callable[[], bool] | None = None,
         checkpoint: EpochCheckpoint | None = None,
         resumed_from_epoch: int = 0,
+        known_metrics: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
+        self.known_metrics = known_metrics or {}
         self.examples_per_epoch = examples_per_epoch
         self.report = report
         self.final_metrics = final_metrics
@@ -91,6 +94,8 @@ class EpochReporter(keras.callbacks.Callback):
         steps = self.params.get("steps") or 1
         metrics: dict[str, Any] = {"epoch": epoch + 1}
         first = not self.history  # the first epoch of this run traces the graph
+        if first:
+            metrics.update(self.known_metrics)
         if first and self.resumed_from_epoch and not self._resume_reported:
             metrics["resumed_from_epoch"] = self.resumed_from_epoch
         if first and steps > 1 and self._first_batch_end is not None:
@@ -190,23 +195,28 @@ def inference_ms(model: tf_keras.Model, example: np.ndarray, *, repeats: int = 5
     return 1000.0 * statistics.median(timings)
 
 
-def tflite_flatbuffer(model: tf_keras.Model) -> bytes:
-    """The model converted to a float TensorFlow Lite flatbuffer (no quantization)."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
-
-
 def model_metrics(
-    model: tf_keras.Model, example: np.ndarray, model_dir: str | None = None
+    model: tf_keras.Model,
+    *,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    quantization: str = "none",
+    representative: np.ndarray | None = None,
+    model_dir: str | None = None,
 ) -> dict[str, float]:
-    """Size and speed of a trained (already stripped) model.
+    """Size, speed and deployed accuracy of a trained (already stripped) model.
 
+    The Keras model gives `params`, `nonzero_params`, `sparsity`, `model_bytes_gzip` and
+    `inference_ms`; the TFLite model it deploys as (quantized as `quantization` says, see
+    `trainables.quantization`) gives `tflite_bytes`, `tflite_bytes_gzip` (where pruning's zeros
+    pay off), `tflite_accuracy` on `x_val` and `tflite_ms` (batch-1 latency).
     If `model_dir` is given, the model is also written there as `model.keras` and `model.tflite`.
     """
+    from trainables import quantization as quant
     from trainables.pruning import kernel_sparsity
 
     weights = model.get_weights()
-    flatbuffer = tflite_flatbuffer(model)
+    flatbuffer = quant.to_tflite(model, quantization, representative)
     if model_dir:
         os.makedirs(model_dir, exist_ok=True)
         model.save(os.path.join(model_dir, "model.keras"))
@@ -217,6 +227,9 @@ def model_metrics(
         "nonzero_params": float(sum(int(np.count_nonzero(w)) for w in weights)),
         "sparsity": kernel_sparsity(model),
         "model_bytes_gzip": float(gzipped_model_bytes(model)),
+        "inference_ms": inference_ms(model, x_val[0]),
         "tflite_bytes": float(len(flatbuffer)),
-        "inference_ms": inference_ms(model, example),
+        "tflite_bytes_gzip": float(len(gzip.compress(flatbuffer))),
+        "tflite_accuracy": quant.evaluate(flatbuffer, x_val, y_val),
+        "tflite_ms": quant.latency_ms(flatbuffer, x_val[0]),
     }

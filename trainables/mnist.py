@@ -17,6 +17,7 @@ from typing import Any
 
 from trainables.data import SOURCES
 from trainables.models import ARCHITECTURES
+from trainables.quantization import QUANTIZATIONS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,13 +31,23 @@ DEFAULTS: dict[str, Any] = {
     "width": 128,  # hidden units (mlp) or filters of the last convolution (cnn)
     "depth": 2,  # hidden layers (mlp) or convolution blocks (cnn)
     "dropout": 0.0,  # rate before the output layer
+    "kernel_size": 3,  # convolution kernel side (cnn only)
     # optimisation
-    "learning_rate": 1e-3,  # Adam step size
+    "optimizer": "adam",  # "sgd" (plain), "momentum" (SGD with momentum) or "adam"
+    "learning_rate": 1e-3,  # initial step size
+    "momentum": 0.9,  # ("momentum" only)
+    "lr_schedule": "constant",  # "constant" or "cosine" (decays to 0 over `epochs`)
     "batch_size": 128,  # examples per step (per replica)
     "epochs": 5,  # full passes over the training set
+    "early_stopping_patience": 0,  # stop after this many epochs without a lower val_loss; 0 = off
     # regularisation and compression
     "augment": 0.0,  # augmentation strength in [0, 1]; 0 = off
     "final_sparsity": 0.0,  # fraction of kernel weights pruned by the end of training; 0 = off
+    "quantization": "none",  # deployed TFLite model: "none", "dynamic", "int8" or "qat"
+    "distillation": False,  # learn from a cached, larger teacher as well as from the labels
+    "temperature": 4.0,  # softening of teacher and student outputs (distillation only)
+    "distillation_weight": 0.5,  # share of the teacher's term in the loss (distillation only)
+    "teacher_epochs": 4,  # epochs the teacher trains, once (distillation only)
     # data
     "data_source": "auto",  # "auto", "keras" (full MNIST) or "bundled" (5,000 digits)
     "validation_fraction": 0.2,  # held-out share of the examples
@@ -45,7 +56,18 @@ DEFAULTS: dict[str, Any] = {
     # output
     "model_dir": None,  # if set, the trained model is saved there (model.keras, model.tflite)
     "checkpoint_dir": None,  # if set, saved there every epoch, and training continues from it
+    "cache_dir": None,  # if set, the distillation teacher is cached there (shared by a study's trials)
 }
+
+# Keys that apply only under a condition; setting one elsewhere is an error, not a silent no-op.
+CONDITIONAL = {
+    "kernel_size": ("architecture", ("cnn",)),
+    "momentum": ("optimizer", ("momentum",)),
+    "temperature": ("distillation", (True,)),
+    "distillation_weight": ("distillation", (True,)),
+}
+OPTIMIZERS = ("sgd", "momentum", "adam")
+LR_SCHEDULES = ("constant", "cosine")
 
 # What `train` reports: every epoch, then also at the last epoch.
 EPOCH_METRICS = (
@@ -65,8 +87,16 @@ FINAL_METRICS = (
     "model_bytes_gzip",
     "tflite_bytes",
     "inference_ms",
+    "tflite_bytes_gzip",
+    "tflite_accuracy",
+    "tflite_ms",
 )
-METRICS = EPOCH_METRICS + FINAL_METRICS + ("warmup_s", "resumed_from_epoch")
+METRICS = EPOCH_METRICS + FINAL_METRICS + (
+    "warmup_s",
+    "resumed_from_epoch",
+    "teacher_val_accuracy",
+    "teacher_train_s",
+)
 
 
 def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,22 +105,61 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"Unknown config keys {unknown}; `train` accepts {sorted(DEFAULTS)}.")
     merged = {**DEFAULTS, **config}
-    for name in ("learning_rate", "batch_size", "epochs", "width", "depth"):
+    for name, (parent, values) in CONDITIONAL.items():
+        if name in config and merged[parent] not in values:
+            raise ValueError(
+                f"`{name}` applies only when {parent} is {' or '.join(map(repr, values))}, but "
+                f"{parent}={merged[parent]!r}; make it conditional in the space: "
+                f"when={{{parent!r}: {values[0]!r}}}."
+            )
+    if merged["quantization"] == "qat" and merged["final_sparsity"] > 0:
+        raise ValueError(
+            "`final_sparsity` > 0 cannot be combined with quantization='qat' (pruning wraps the "
+            "layers QAT needs); prune with 'dynamic' or 'int8' quantization instead."
+        )
+    for name in ("learning_rate", "batch_size", "epochs", "width", "depth", "kernel_size", "teacher_epochs", "temperature"):
         if not merged[name] > 0:
             raise ValueError(f"`{name}` must be positive, but got {name}={merged[name]!r}.")
-    for name, low, high in (("augment", 0.0, 1.0), ("final_sparsity", 0.0, 0.99), ("dropout", 0.0, 0.99)):
+    if merged["early_stopping_patience"] < 0:
+        raise ValueError(f"`early_stopping_patience` must be >= 0, but got {merged['early_stopping_patience']!r}.")
+    for name, low, high in (
+        ("augment", 0.0, 1.0),
+        ("final_sparsity", 0.0, 0.99),
+        ("dropout", 0.0, 0.99),
+        ("momentum", 0.0, 0.999),
+        ("distillation_weight", 0.0, 1.0),
+    ):
         if not low <= merged[name] <= high:
             raise ValueError(f"`{name}` must be in [{low}, {high}], but got {name}={merged[name]!r}.")
-    if merged["architecture"] not in ARCHITECTURES:
-        raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, but got {merged['architecture']!r}.")
-    if merged["data_source"] not in SOURCES:
-        raise ValueError(f"`data_source` must be one of {SOURCES}, but got {merged['data_source']!r}.")
+    for name, options in (
+        ("architecture", ARCHITECTURES),
+        ("data_source", SOURCES),
+        ("optimizer", OPTIMIZERS),
+        ("lr_schedule", LR_SCHEDULES),
+        ("quantization", QUANTIZATIONS),
+        ("distillation", (False, True)),
+    ):
+        if merged[name] not in options:
+            raise ValueError(f"`{name}` must be one of {options}, but got {name}={merged[name]!r}.")
     return merged
 
 
 def _print_report(metrics: dict[str, Any]) -> None:
     shown = ("epoch", "val_accuracy", "val_loss", "epoch_time_s", "examples_per_s")
     print("  ".join(f"{key}={metrics[key]:.4g}" for key in shown if key in metrics))
+
+
+def make_optimizer(config: dict[str, Any], *, decay_steps: int):
+    """The configured optimizer, its step size constant or decaying to 0 along a cosine."""
+    from trainables._keras import keras
+
+    rate = float(config["learning_rate"])
+    if config["lr_schedule"] == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps)
+    if config["optimizer"] == "adam":
+        return keras.optimizers.Adam(rate)
+    momentum = float(config["momentum"]) if config["optimizer"] == "momentum" else 0.0
+    return keras.optimizers.SGD(rate, momentum=momentum)
 
 
 def train(
@@ -111,12 +180,18 @@ def train(
     Returns:
         The last report: `val_accuracy`, `val_loss`, `epoch_time_s` (steady-state seconds of one
         training epoch), `train_time_s`, `examples_per_s`, `params`, `nonzero_params`,
-        `sparsity` (measured), `model_bytes_gzip`, `tflite_bytes` and `inference_ms` (batch-1
-        median), among others. With `model_dir` set, the model is saved there too.
+        `sparsity` (measured), `model_bytes_gzip`, `inference_ms` (Keras, batch-1 median),
+        and of the deployed TFLite model (quantized as `quantization` says) `tflite_bytes`,
+        `tflite_bytes_gzip`, `tflite_accuracy` and `tflite_ms`; with distillation also
+        `teacher_val_accuracy` and `teacher_train_s` (0 when the teacher came from the cache).
+        With `model_dir` set, the model is saved there too. With early stopping, the last
+        report's `epoch` says when training ended.
     """
     from trainables import data
+    from trainables import distill
     from trainables import metrics
     from trainables import pruning
+    from trainables import quantization
     from trainables._keras import keras
     from trainables.distribute import strategy_for_visible_devices
     from trainables.models import build_model
@@ -153,6 +228,7 @@ def train(
             width=int(config["width"]),
             depth=int(config["depth"]),
             dropout=float(config["dropout"]),
+            kernel_size=int(config["kernel_size"]),
             input_shape=digits.x_train.shape[1:],
         )
         callbacks: list = []
@@ -164,22 +240,46 @@ def train(
                 epochs=epochs,
             )
             callbacks += pruning.pruning_callbacks()
-        model.compile(
-            optimizer=keras.optimizers.Adam(float(config["learning_rate"])),
+        if config["quantization"] == "qat":
+            model = quantization.quantize_for_training(model)
+        teacher_info: dict[str, float] = {}
+        trained = model  # what `fit` trains: the model, or a distiller around it
+        if config["distillation"]:
+            teacher, teacher_info = distill.teacher(
+                digits, epochs=int(config["teacher_epochs"]), seed=config["seed"], cache_dir=config["cache_dir"]
+            )
+            trained = distill.Distiller(
+                model,
+                teacher,
+                temperature=float(config["temperature"]),
+                weight=float(config["distillation_weight"]),
+            )
+        trained.compile(
+            optimizer=make_optimizer(config, decay_steps=steps_per_epoch * epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+        if config["early_stopping_patience"]:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config["early_stopping_patience"]))
+            )
 
         checkpoint = (
-            metrics.EpochCheckpoint(model, config["checkpoint_dir"]) if config["checkpoint_dir"] else None
+            metrics.EpochCheckpoint(trained, config["checkpoint_dir"]) if config["checkpoint_dir"] else None
         )
         # A checkpoint of a finished run redoes the last epoch, so the model metrics get reported.
         initial_epoch = min(checkpoint.restore(), epochs - 1) if checkpoint else 0
 
     def final_metrics() -> dict[str, float]:
-        return metrics.model_metrics(
-            pruning.strip_pruning(model), digits.x_val[0], model_dir=config["model_dir"]
+        measured = metrics.model_metrics(
+            pruning.strip_pruning(model),
+            x_val=digits.x_val,
+            y_val=digits.y_val,
+            quantization=config["quantization"],
+            representative=digits.x_train[:100],
+            model_dir=config["model_dir"],
         )
+        return {**measured, **teacher_info}
 
     reporter = metrics.EpochReporter(
         examples_per_epoch=len(digits.x_train),
@@ -188,8 +288,9 @@ def train(
         should_stop=should_stop,
         checkpoint=checkpoint,
         resumed_from_epoch=initial_epoch,
+        known_metrics=teacher_info,
     )
-    model.fit(
+    trained.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,

@@ -16,18 +16,20 @@ def build_model(
     width: int = 128,
     depth: int = 2,
     dropout: float = 0.0,
+    kernel_size: int = 3,
     input_shape: tuple[int, ...] = (28, 28, 1),
     num_classes: int = 10,
 ) -> tf_keras.Model:
     """Build a classifier that outputs logits.
 
     Args:
-        architecture: "mlp" (dense layers) or "cnn" (3x3 convolutions with max pooling).
+        architecture: "mlp" (dense layers) or "cnn" (convolutions with max pooling).
         width: for "mlp", units in each hidden dense layer; for "cnn", filters of the last
             convolution (earlier ones halve it, 4 at the least), so model size grows with width
             in both.
         depth: number of hidden dense layers ("mlp") or convolution blocks ("cnn"), at least 1.
         dropout: dropout rate before the output layer, in [0, 1).
+        kernel_size: side of the square convolution kernels ("cnn" only).
 
     Example:
         >>> build_model("cnn", width=32).output_shape
@@ -39,6 +41,8 @@ def build_model(
         raise ValueError(f"`architecture` must be one of {ARCHITECTURES}, but got {architecture=}.")
     if width < 1 or depth < 1:
         raise ValueError(f"`width` and `depth` must be >= 1, but got {width=}, {depth=}.")
+    if kernel_size < 1:
+        raise ValueError(f"`kernel_size` must be >= 1, but got {kernel_size=}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1), but got {dropout=}.")
 
@@ -49,7 +53,7 @@ def build_model(
     else:
         for block in range(depth):
             filters = max(4, width // 2 ** (depth - 1 - block))
-            layers.append(keras.layers.Conv2D(filters, 3, padding="same", activation="relu"))
+            layers.append(keras.layers.Conv2D(filters, kernel_size, padding="same", activation="relu"))
             layers.append(keras.layers.MaxPooling2D())
         layers.append(keras.layers.Flatten())
     if dropout > 0.0:
