@@ -20,6 +20,11 @@ from search.errors import SpaceError
 from search.space import SCHEDULERS
 
 
+# A trainable's last report carries `complete: True`: the trial ends on its own there (all its
+# epochs, or its own early stopping). A rung it reaches then cannot stop it early.
+COMPLETE = "complete"
+
+
 class RecordingASHA(ASHAScheduler):
     """Ray's asynchronous successive halving, plus `stopped_early`: ids of trials it cut short.
 
@@ -36,6 +41,8 @@ class RecordingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)
+        if result.get(COMPLETE):
+            return TrialScheduler.CONTINUE  # recorded at its rung, and ending anyway
         if decision == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.stopped_early.add(trial.trial_id)
             self.stopped_at_rung[int(result[self._time_attr])] += 1
@@ -121,7 +128,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         for rung in reversed(self.milestones):
             if progress < rung or trial.trial_id in self.rungs[rung]:
                 continue
-            if not self.promote(rung, trial.trial_id, result):
+            if not self.promote(rung, trial.trial_id, result) and not result.get(COMPLETE):
                 self.stopped_early.add(trial.trial_id)
                 self.stopped_at_rung[rung] += 1
                 return TrialScheduler.STOP

@@ -73,3 +73,19 @@ def test_mo_asha_judges_end_only_objectives_as_ties_at_the_rungs():
     assert scheduler.on_trial_result(None, first, {"epoch": 1, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
     # Without latency at the rung, accuracy alone decides: the worse trial is stopped.
     assert scheduler.on_trial_result(None, second, {"epoch": 1, "val_accuracy": 0.5}) == TrialScheduler.STOP
+
+
+def test_a_trial_that_ends_on_its_own_at_a_rung_is_not_stopped_early():
+    # In-trial early stopping can end a trial exactly at a rung it would lose; its last report
+    # says `complete`, so it ran to its own end and joins the front, stopped by nobody.
+    for scheduler in (
+        MultiObjectiveASHA(OBJECTIVES, max_t=8, grace_period=2, reduction_factor=2),
+        RecordingASHA(metric="val_accuracy", mode="max", max_t=8, grace_period=2, reduction_factor=2),
+    ):
+        first, second = SimpleNamespace(trial_id="first"), SimpleNamespace(trial_id="second")
+        for trial in (first, second):
+            scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_result(None, first, _result(2, 0.9, 0.5))
+        ended = {**_result(2, 0.5, 0.9), "complete": True}  # worse on both objectives
+        assert scheduler.on_trial_result(None, second, ended) == TrialScheduler.CONTINUE
+        assert scheduler.stopped_early == set()

@@ -17,6 +17,8 @@ def test_train_reports_every_epoch_and_returns_the_final_metrics(tiny_config):
         assert set(EPOCH_METRICS) <= set(report)
     assert not set(FINAL_METRICS) & set(reports[0])
     assert set(FINAL_METRICS) <= set(reports[-1])
+    # The last report says it is the last.
+    assert [r.get("complete", False) for r in reports] == [False, True]
     # The return value is the last report.
     assert final == reports[-1]
 

@@ -34,8 +34,8 @@ class EpochReporter(keras.callbacks.Callback):
     cumulative wall time of all training phases, warm-up included. Validation is not counted.
 
     On the last epoch (the planned last one, or one after which another callback stopped
-    training), `final_metrics(model)` is merged into the report, so the last report carries
-    everything the trial measured. If `should_stop()` turns true, training ends after the
+    training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
+    last report carries everything the trial measured and says it is the last. If `should_stop()` turns true, training ends after the
     current batch and nothing more is reported. `known_metrics`, measured before training
     (e.g. of a distillation teacher), go into the first report.
     """
@@ -111,7 +111,7 @@ class EpochReporter(keras.callbacks.Callback):
             examples_per_s=self.examples_per_epoch / steady if steady > 0 else float("nan"),
         )
         if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
-            metrics.update(self.final_metrics())
+            metrics.update(self.final_metrics(), complete=True)
         if self.checkpoint is not None:
             self.checkpoint.save(epochs_done=epoch + 1, report=metrics)
         self.history.append(metrics)
