@@ -33,6 +33,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _assignment(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -66,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--trials", type=_positive_int, metavar="N", help="number of trials")
     budget.add_argument("--max-epochs", type=_positive_int, metavar="N", help="epochs of a trial never stopped early")
     budget.add_argument("--grace-period", type=_positive_int, metavar="N", help="epochs before a trial may be stopped early")
+    budget.add_argument(
+        "--time-budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop the study after this many seconds; trials still running are cut off",
+    )
     budget.add_argument("--seed", type=int, metavar="N", help="seed of the searcher and the trials")
     method = parser.add_argument_group("method")
     method.add_argument("--searcher", choices=SEARCHERS, help="Optuna sampler (default: the space's, else tpe)")
@@ -115,6 +128,7 @@ def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpac
         "searcher": options.searcher,
         "scheduler": options.scheduler,
         "max_retries": options.max_retries,
+        "time_budget_s": options.time_budget,
     }
     changes: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
     if changes.get("max_epochs") is not None and options.grace_period is None:
@@ -230,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nStudy {result.name} ended in {minutes}m {seconds:02d}s: {len(table)} trials "
         f"({counts.get('finished', 0)} finished, {counts.get('stopped', 0)} stopped early, "
-        f"{counts.get('failed', 0)} failed)."
+        f"{counts.get('failed', 0)} failed"
+        + (f", {counts['cut off']} cut off by the time budget" if counts.get("cut off") else "")
+        + ")."
     )
     if result.stopped_at_rung:
         stops = ", ".join(f"{n} at epoch {rung}" for rung, n in result.stopped_at_rung.items())

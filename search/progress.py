@@ -41,7 +41,9 @@ class ProgressLines(tune.Callback):
         heartbeat_s: float = 30.0,
         already_ended: dict[str, int] | None = None,
         rung_objectives: dict[str, str] | None = None,
+        cut_off: Callable[[str], bool] | None = None,
     ) -> None:
+        self.cut_off = cut_off or (lambda trial_id: False)
         self.total = total
         self.objectives = objectives
         # Shown too, e.g. for trials stopped before the objectives were measured.
@@ -52,20 +54,21 @@ class ProgressLines(tune.Callback):
         self.stream = stream
         self.start = self.last_said = time.monotonic()
         self.heartbeat_s = heartbeat_s
-        self.counts = {"finished": 0, "stopped": 0, "failed": 0, **(already_ended or {})}
+        self.counts = {"finished": 0, "stopped": 0, "failed": 0, "cut off": 0, **(already_ended or {})}
         self.best: tuple[float, str] | None = None
 
     def _say(self, text: str, trials: list, ended_trial: Trial | None = None) -> None:
         ended = sum(self.counts.values())
         elapsed = time.monotonic() - self.start
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended_trial)
+        cut = f", {self.counts['cut off']} cut off" if self.counts["cut off"] else ""
         best = f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
         # Remaining time, assuming the remaining trials take as long on average as the ended ones.
         left = f", ~{_clock(elapsed / ended * (self.total - ended))} left" if 0 < ended < self.total else ""
         print(
             f"[{_clock(elapsed)}] {text} | {ended}/{self.total} ended "
             f"({self.counts['finished']} finished, {self.counts['stopped']} stopped, "
-            f"{self.counts['failed']} failed), {running} running{best}{left}",
+            f"{self.counts['failed']} failed{cut}), {running} running{best}{left}",
             file=self.stream or sys.stdout,  # looked up late: a notebook's stdout cannot be pickled
             flush=True,
         )
@@ -79,6 +82,8 @@ class ProgressLines(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
         status = "stopped" if self.stopped_early(trial.trial_id) else "finished"
+        if self.cut_off(trial.trial_id):  # the time budget ran out (decided by the recorder)
+            status = "cut off"
         self.counts[status] += 1
         value = result.get(self.primary) if status == "finished" else None  # full budget only
         if isinstance(value, (int, float)) and (

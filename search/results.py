@@ -128,7 +128,9 @@ class Study:
 def _status(run: Any) -> str:
     status = run.info.status
     if status == "KILLED":  # stopped early by the scheduler, or cut off by an interruption
-        return "stopped" if run.data.tags.get("stopped_early") == "true" else "interrupted"
+        if run.data.tags.get("stopped_early") == "true":
+            return "stopped"
+        return "cut off" if run.data.tags.get("cut_off") else "interrupted"
     return STATUS.get(status, status.lower())
 
 

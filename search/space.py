@@ -178,6 +178,9 @@ class SearchSpace:
             it cannot be the objectives themselves: objectives measured only when a trial ends
             (deployed size, latency, TFLite accuracy) do not exist at the rungs. Defaults to the
             objectives.
+        time_budget_s: wall-clock seconds after which the study stops starting trials and cuts
+            off those running (they end KILLED, tagged `cut_off`, and stay off the front);
+            None runs all `num_samples` trials.
     """
 
     name: str
@@ -198,6 +201,7 @@ class SearchSpace:
     max_retries: int = 0
     reference_point: Mapping[str, float] | None = None
     rung_objectives: Mapping[str, str] | None = None
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -249,6 +253,10 @@ class SearchSpace:
             raise SpaceError(
                 f"`grace_period` ({self.grace_period}) must not exceed `max_epochs` ({self.max_epochs})."
             )
+        if self.time_budget_s is not None and not (
+            isinstance(self.time_budget_s, (int, float)) and self.time_budget_s > 0
+        ):
+            raise SpaceError(f"`time_budget_s` must be a number of seconds > 0, but got {self.time_budget_s!r}.")
         if not isinstance(self.max_retries, int) or self.max_retries < 0:
             raise SpaceError(f"`max_retries` must be an integer >= 0, but got {self.max_retries!r}.")
         if not isinstance(self.reduction_factor, int) or self.reduction_factor < 2:

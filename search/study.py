@@ -65,6 +65,7 @@ class StudyResult:
     front: Front
     model_uris: dict[str, str]  # registered model URI of each front trial, by trial name
     stopped_at_rung: dict[int, int]  # trials stopped early, by the epoch of the rung
+    started_at: float = 0.0  # when the trials began (epoch seconds; the time budget counts from it)
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -287,6 +288,7 @@ def run_study(
     space_file: Path | None = None,
     verbose: bool = False,
     resume: bool = False,
+    first_configs: list[dict[str, Any]] | None = None,
 ) -> StudyResult:
     """Run the study `space` describes and record it in MLflow.
 
@@ -302,6 +304,8 @@ def run_study(
         resume: carry on the latest interrupted study of this space: same study run; trials
             that ended are kept and not rerun; trials cut off by the interruption run again from
             scratch in their own MLflow runs; the searcher and scheduler learn the history.
+        first_configs: searched-parameter values to try first, in order (known good
+            configurations, or a fixed list to measure); the searcher suggests the rest.
 
     Raises:
         StudyInterrupted: on Ctrl-C, after marking the cut-off trials KILLED.
@@ -362,6 +366,8 @@ def run_study(
         trial_runs.carry_on(resumed.table, list(space.params))
     else:
         parent_run_id = _start_study_run(runs, space, study_name, type(scheduler).__name__, space_file)
+    if first_configs:
+        searcher.enqueue(first_configs, space)
     remaining = space.num_samples - (len(resumed.ended) if resumed else 0)
 
     ctrl_c = _CtrlC()
@@ -372,6 +378,7 @@ def run_study(
                 total=space.num_samples,
                 objectives=dict(space.objectives),
                 rung_objectives=dict(space.rung_objectives or {}),
+                cut_off=trial_runs.cut_off.__contains__,
                 name_of=trial_runs.trial_name,
                 stopped_early=stopped_early,
                 already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
@@ -405,6 +412,7 @@ def run_study(
             scheduler=scheduler,
             num_samples=max(remaining, 1),
             reuse_actors=True,
+            time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
             name=f"{study_name}-resumed-{time.strftime('%H%M%S')}" if resumed else study_name,
@@ -416,11 +424,15 @@ def run_study(
     )
 
     started_at = time.time()
+    if space.time_budget_s is not None:
+        trial_runs.budget_ends_at = started_at + space.time_budget_s
     status = "FAILED"
     try:
         if remaining > 0:
             tuner.fit()
         ctrl_c.restore()
+        if space.time_budget_s is not None:
+            trial_runs.cut_off_running()
         wall_time_s = time.time() - started_at
         front = front_module.analyse(
             _study_table(runs, parent_run_id, space, models_dir),
@@ -451,6 +463,7 @@ def run_study(
             front,
             model_uris,
             stopped_at_rung,
+            started_at,
         )
     except KeyboardInterrupt:
         status = "KILLED"

@@ -137,14 +137,23 @@ class TrialRuns(tune.Callback):
         stopped_early: tells whether the scheduler stopped a trial (by trial id) before its
             last epoch; such trials end as KILLED, trials that raised as FAILED, others FINISHED.
         step_key: the result entry used as the metric step (the epoch).
+        budget_ends_at: when the study's time budget runs out (epoch seconds), if it has one:
+            trials Tune ends after that without their last (`complete`) report were cut off by
+            the budget and end as KILLED with a `cut_off` tag.
     """
 
     def __init__(
-        self, runs: StudyRuns, stopped_early: Callable[[str], bool], step_key: str = "epoch"
+        self,
+        runs: StudyRuns,
+        stopped_early: Callable[[str], bool],
+        step_key: str = "epoch",
+        budget_ends_at: float | None = None,
     ) -> None:
         self.runs = runs
         self.stopped_early = stopped_early
         self.step_key = step_key
+        self.budget_ends_at = budget_ends_at
+        self.cut_off: set[str] = set()  # trial ids the time budget ended
         self.run_ids: dict[str, str] = {}
         self.numbers: dict[str, int] = {}
         self.ended_at: dict[str, float] = {}  # epoch seconds, by trial id
@@ -222,7 +231,24 @@ class TrialRuns(tune.Callback):
         self.ended_at[trial.trial_id] = time.time()
         stopped = self.stopped_early(trial.trial_id)
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
+        if not stopped and self._budget_spent() and not (trial.last_result or {}).get("complete"):
+            self.cut_off.add(trial.trial_id)
+            self.runs.client.set_tag(run_id, "cut_off", "time budget")
+            self.runs.end(run_id, "KILLED")
+            return
         self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
+
+    def _budget_spent(self) -> bool:
+        return self.budget_ends_at is not None and time.time() >= self.budget_ends_at
+
+    def cut_off_running(self) -> None:
+        """The time budget ran out: end the runs of trials Tune left without an ending."""
+        for trial_id, run_id in self.run_ids.items():
+            if trial_id not in self.ended_at:
+                self.ended_at[trial_id] = time.time()
+                self.cut_off.add(trial_id)
+                self.runs.client.set_tag(run_id, "cut_off", "time budget")
+                self.runs.end(run_id, "KILLED")
 
     def interrupt_running(self) -> None:
         """The study was interrupted: end the runs of trials still training as KILLED."""

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,28 @@ def test_a_diverging_trial_is_failed_with_the_reason(tmp_path):
     assert done.returncode == 1
     assert [r.info.status for r in trials] == ["FAILED"]
     assert "FloatingPointError: Training diverged: loss became" in trials[0].data.tags["error"]
+
+
+@pytest.mark.timeout(600)
+def test_a_time_budget_ends_the_study_and_cuts_off_running_trials(tmp_path):
+    command = [
+        sys.executable, "-m", "search.launch", str(Path(__file__).parents[1] / "spaces" / "mnist.py"),
+        "--trials", "100", "--max-epochs", "40", "--scheduler", "none", "--time-budget", "25",
+        "--set", "data_source=bundled", "--set", "train_examples=256", "--set", "architecture=mlp",
+        "--results-dir", str(tmp_path / "results"), "--experiment", "budget",
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Far fewer than 100 trials ran: the budget, not the trial count, ended the study.
+    assert time.monotonic() - started < 200
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("budget")
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert 0 < len(trials) < 100
+    # Trials still training when it ran out end KILLED and tagged; none is left RUNNING, and
+    # none of them is on the front (their metrics are partial).
+    cut = [r for r in trials if r.data.tags.get("cut_off") == "time budget"]
+    assert cut and all(r.info.status == "KILLED" and r.data.tags.get("on_front") != "true" for r in cut)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
+    assert "cut off by the time budget" in done.stdout

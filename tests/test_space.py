@@ -148,3 +148,15 @@ def test_rung_objectives_are_validated_like_objectives():
     assert space(rung_objectives={"val_accuracy": "max"}).rung_objectives == {"val_accuracy": "max"}
     with pytest.raises(SpaceError, match="Unknown objective \\['val_acc'\\]"):
         space(rung_objectives={"val_acc": "max"})
+
+
+def test_fixing_a_parameter_settles_the_parameters_conditional_on_it():
+    compression = load_space(SPACES[0].parent / "mnist_compression.py")
+    on = compression.fix({"distillation": True})
+    assert on.constants["distillation"] is True and "distillation" not in on.params
+    assert on.params["temperature"].when is None  # always applies now
+    off = compression.fix({"distillation": False})
+    assert "temperature" not in off.params and "distillation_weight" not in off.params
+    # A list condition keeps the parameter when the fixed value is among its values.
+    assert "final_sparsity" in compression.fix({"quantization": "int8"}).params
+    assert "final_sparsity" not in compression.fix({"quantization": "qat"}).params

@@ -1,0 +1,15 @@
+"""Every benchmark, with default settings: `python -m benchmarks` (about 18 minutes on 2 cores).
+
+Writes `benchmarks/results/{search_efficiency,overhead}.{json,md}`; BENCHMARKS.md quotes them.
+"""
+
+import time
+
+from benchmarks import overhead
+from benchmarks import search_efficiency
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    search_efficiency.main([])
+    overhead.main([])
+    print(f"All benchmarks took {(time.perf_counter() - start) / 60:.1f} min.")

@@ -1,0 +1,155 @@
+"""Framework overhead: how much of the machine a study spends training, against a plain loop.
+
+A fixed list of configurations (the MNIST trainable, bundled digits, 4 epochs each, no early
+stopping) is trained twice:
+
+- through the launcher's pipeline (`search.study.run_study`: Ray Tune, Optuna, MLflow), 2 at a
+  time on 1 CPU each; ratio = sum of the trials' training time / (wall time x 2);
+- in a plain Python loop in this process, one after the other; ratio = sum of training time /
+  wall time.
+
+Training time is the trainable's `train_time_s` (the training phases of every epoch, graph
+tracing included). It then breaks down where the rest of the time goes.
+
+    python -m benchmarks.overhead [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).parents[1]
+EPOCHS = 4
+CONFIGS = [
+    {"architecture": "mlp", "width": 64, "learning_rate": 3e-3, "batch_size": 64, "augment": 0.0, "final_sparsity": 0.0},
+    {"architecture": "mlp", "width": 256, "learning_rate": 1e-3, "batch_size": 128, "augment": 0.2, "final_sparsity": 0.5},
+    {"architecture": "cnn", "width": 32, "learning_rate": 2e-3, "batch_size": 64, "augment": 0.0, "final_sparsity": 0.0},
+    {"architecture": "mlp", "width": 32, "learning_rate": 5e-3, "batch_size": 32, "augment": 0.1, "final_sparsity": 0.3},
+    {"architecture": "cnn", "width": 16, "learning_rate": 5e-3, "batch_size": 128, "augment": 0.3, "final_sparsity": 0.6},
+    {"architecture": "mlp", "width": 128, "learning_rate": 1e-3, "batch_size": 256, "augment": 0.0, "final_sparsity": 0.2},
+]
+CONSTANTS = {"data_source": "bundled", "depth": 2, "seed": 0}
+
+
+def _seconds_in_fresh_process(code: str) -> float:
+    """Wall time of `code` in a new Python process (printed by the code itself)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def startup_costs() -> dict[str, float]:
+    """TensorFlow's import and the data's first load, each in a fresh process."""
+    tf_import = _seconds_in_fresh_process(
+        "import time; t = time.perf_counter(); import trainables._keras; print(time.perf_counter() - t)"
+    )
+    data = _seconds_in_fresh_process(
+        "import trainables._keras, time; from trainables.data import load_mnist; "
+        "t = time.perf_counter(); load_mnist(source='bundled'); print(time.perf_counter() - t)"
+    )
+    return {"tensorflow_import_s": tf_import, "data_load_s": data}
+
+
+def through_launcher(out: Path) -> dict[str, Any]:
+    from mlflow import MlflowClient
+
+    from search.space import load_space
+    from search.study import run_study
+
+    space = load_space(ROOT / "spaces/mnist.py").replace(
+        num_samples=len(CONFIGS), max_epochs=EPOCHS, grace_period=1, scheduler="none", constants=CONSTANTS
+    )
+    called = time.time()
+    result = run_study(space, results_dir=out / "studies", experiment="bench-overhead", first_configs=CONFIGS)
+    returned = time.time()
+    table = result.trials
+    client = MlflowClient(result.tracking_uri)
+    in_runs = 0.0
+    warmup = 0.0
+    for run_id in table["run_id"]:
+        run = client.get_run(run_id)
+        in_runs += (run.info.end_time - run.info.start_time) / 1000
+        warmup += run.data.metrics.get("warmup_s", 0.0)
+    train = float(table["train_time_s"].sum())
+    slots = result.wall_time_s * space.max_concurrent
+    return {
+        "trials": len(table),
+        "finished": int((table["status"] == "finished").sum()),
+        "concurrency": space.max_concurrent,
+        "sum_train_time_s": train,
+        "wall_time_s": result.wall_time_s,
+        "ratio": train / slots,
+        "setup_before_trials_s": result.started_at - called,  # Ray start, MLflow study run
+        "after_trials_s": returned - called - (result.started_at - called) - result.wall_time_s,  # front, models
+        "sum_trial_run_s": in_runs,  # from a trial's first MLflow record to its last
+        "sum_warmup_s": warmup,  # graph tracing, inside train_time_s
+        "slot_time_outside_runs_s": slots - in_runs,  # worker start, TF import, scheduling, idle tail
+        "inside_runs_not_training_s": in_runs - train,  # data, model build, validation, final metrics, logging
+    }
+
+
+def plain_loop() -> dict[str, Any]:
+    from trainables.mnist import train
+
+    start = time.perf_counter()
+    finals = [train({**CONSTANTS, **config, "epochs": EPOCHS}, report=lambda m: None) for config in CONFIGS]
+    wall = time.perf_counter() - start
+    train_s = sum(final["train_time_s"] for final in finals)
+    return {
+        "trials": len(finals),
+        "sum_train_time_s": train_s,
+        "wall_time_s": wall,
+        "ratio": train_s / wall,
+        "sum_warmup_s": sum(final.get("warmup_s", 0.0) for final in finals),
+        "not_training_s": wall - train_s,  # data, model build, validation, final metrics
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    launcher, loop, costs = report["launcher"], report["loop"], report["startup"]
+    return "\n".join(
+        [
+            "| path | trials | concurrency | sum of train_time_s | wall time (s) | ratio |",
+            "|---|---|---|---|---|---|",
+            f"| launcher (Ray Tune + Optuna + MLflow) | {launcher['trials']} | {launcher['concurrency']} | "
+            f"{launcher['sum_train_time_s']:.1f} | {launcher['wall_time_s']:.1f} | **{launcher['ratio']:.2f}** |",
+            f"| plain Python loop, one process | {loop['trials']} | 1 | {loop['sum_train_time_s']:.1f} | "
+            f"{loop['wall_time_s']:.1f} | **{loop['ratio']:.2f}** |",
+            "",
+            "Where the launcher's slot time (wall time x concurrency) goes:",
+            "",
+            "| part | seconds |",
+            "|---|---|",
+            f"| training (`train_time_s`), of which graph tracing (`warmup_s`) | {launcher['sum_train_time_s']:.1f}, {launcher['sum_warmup_s']:.1f} |",
+            f"| inside trial runs, not training: data, model build, validation, final model metrics (TFLite conversion, latency), result logging | {launcher['inside_runs_not_training_s']:.1f} |",
+            f"| slot time outside trial runs: worker start and TensorFlow import, scheduling, idle slot at the end | {launcher['slot_time_outside_runs_s']:.1f} |",
+            f"| before the trials (not in the ratio): Ray start, MLflow study run | {launcher['setup_before_trials_s']:.1f} |",
+            f"| after the trials (not in the ratio): Pareto front, model registry | {launcher['after_trials_s']:.1f} |",
+            "",
+            f"For scale, in a fresh process: importing TensorFlow takes {costs['tensorflow_import_s']:.1f} s, "
+            f"loading the bundled digits {costs['data_load_s']:.2f} s. In the plain loop, "
+            f"{loop['not_training_s']:.1f} s of {loop['wall_time_s']:.1f} s are not training.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    options = parser.parse_args(argv)
+    options.out.mkdir(parents=True, exist_ok=True)
+    report = {"startup": startup_costs(), "launcher": through_launcher(options.out), "loop": plain_loop()}
+    (options.out / "overhead.json").write_text(json.dumps(report, indent=2))
+    text = table(report) + "\n"
+    (options.out / "overhead.md").write_text(text)
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Search efficiency: the product's default against two common alternatives, same budget.
+
+Three arms search `spaces/mnist.py` (bundled digits) for the same wall-clock budget, with
+several seeds each, through the same launcher, so only the search method differs:
+
+- default: Optuna TPE, multi-objective successive halving (MO-ASHA) over accuracy and epoch time;
+- random: random search (Optuna's RandomSampler), no early stopping (FIFO);
+- tpe-asha: Optuna TPE and plain ASHA on validation accuracy only (single objective).
+
+For each run it measures, from what MLflow recorded: the time until any trial first reported
+the target validation accuracy; the best full-budget accuracy; the hypervolume of the full-budget
+trials' (val_accuracy, epoch_time_s) against one fixed reference point, at 25%, 50% and 100% of
+the budget; trials finished, stopped early and cut off by the budget.
+
+    python -m benchmarks.search_efficiency [--budget 90] [--seeds 0 1 2] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).parents[1]
+ARMS: dict[str, dict[str, Any]] = {
+    "default": {"searcher": "tpe", "scheduler": "mo-asha"},
+    "random": {"searcher": "random", "scheduler": "none"},
+    "tpe-asha": {"searcher": "tpe", "scheduler": "asha", "objectives": {"val_accuracy": "max"}},
+}
+DESCRIPTION = {
+    "default": "TPE + MO-ASHA (this product's default)",
+    "random": "random search, no early stopping",
+    "tpe-asha": "TPE + ASHA on accuracy only",
+}
+# Shared by every arm: a point every useful configuration beats.
+OBJECTIVES = {"val_accuracy": "max", "epoch_time_s": "min"}
+REFERENCE_POINT = {"val_accuracy": 0.85, "epoch_time_s": 3.0}
+TARGET_ACCURACY = 0.96
+FRACTIONS = (0.25, 0.5, 1.0)
+
+
+def measure(result: Any, budget_s: float) -> dict[str, Any]:
+    """What one study achieved, read back from MLflow."""
+    from mlflow import MlflowClient
+
+    from search import pareto
+    from search.results import trials_frame
+
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(result.experiment)
+    table = trials_frame(client, experiment.experiment_id, result.parent_run_id)  # every metric
+    start = result.started_at
+    reached = [
+        point.timestamp / 1000 - start
+        for run_id in table["run_id"].dropna()
+        for point in client.get_metric_history(run_id, "val_accuracy")
+        if point.value >= TARGET_ACCURACY
+    ]
+    finished = table[table["status"] == "finished"]
+    reference = pareto.losses([REFERENCE_POINT], OBJECTIVES)[0]
+    hypervolume = {}
+    for fraction in FRACTIONS:
+        done = finished[finished["ended_at"] - start <= fraction * budget_s]
+        loss = pareto.losses(done.to_dict("records"), OBJECTIVES)
+        hypervolume[f"{fraction:.0%}"] = float(pareto.hypervolume(loss, reference)) if len(loss) else 0.0
+    counts = table["status"].value_counts()
+    return {
+        "time_to_target_s": min(reached) if reached else None,
+        "best_val_accuracy": float(finished["val_accuracy"].max()) if len(finished) else None,
+        "hypervolume": hypervolume,
+        "finished": int(counts.get("finished", 0)),
+        "stopped": int(counts.get("stopped", 0)),
+        "cut_off": int(counts.get("cut off", 0)),
+        "failed": int(counts.get("failed", 0)),
+        "wall_time_s": result.wall_time_s,
+        "study": result.name,
+    }
+
+
+def run(budget_s: float, seeds: list[int], out: Path) -> dict[str, Any]:
+    from search.space import load_space
+    from search.study import run_study
+
+    base = load_space(ROOT / "spaces/mnist.py")
+    base = base.replace(
+        num_samples=1000,  # the budget ends the study, not the number of trials
+        time_budget_s=budget_s,
+        constants={**base.constants, "data_source": "bundled"},
+    )
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    for seed in seeds:
+        for arm, changes in ARMS.items():
+            space = base.replace(seed=seed, **changes)
+            print(f"[{time.strftime('%H:%M:%S')}] {arm}, seed {seed}: {budget_s:.0f} s", flush=True)
+            result = run_study(space, results_dir=out / "studies", experiment=f"bench-{arm}")
+            runs[arm].append({"seed": seed, **measure(result, budget_s)})
+            print(f"    {json.dumps(runs[arm][-1])}", flush=True)
+    return {
+        "budget_s": budget_s,
+        "seeds": seeds,
+        "target_accuracy": TARGET_ACCURACY,
+        "reference_point": REFERENCE_POINT,
+        "runs": runs,
+    }
+
+
+def _mean_sd(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return "not reached"
+    text = f"{statistics.mean(known):.3g}" + (f" ± {statistics.stdev(known):.2g}" if len(known) > 1 else "")
+    missing = len(values) - len(known)
+    return text + (f" ({missing} of {len(values)} never)" if missing else "")
+
+
+def table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table (mean ± standard deviation over seeds)."""
+    lines = [
+        f"| arm | time to val_accuracy ≥ {report['target_accuracy']} (s) | best full-budget val_accuracy | "
+        + " | ".join(f"hypervolume at {f:.0%}" for f in FRACTIONS)
+        + " | finished / stopped / cut off (per run) |",
+        "|---" * (4 + len(FRACTIONS)) + "|",
+    ]
+    for arm, runs in report["runs"].items():
+        cells = [
+            DESCRIPTION[arm],
+            _mean_sd([r["time_to_target_s"] for r in runs]),
+            _mean_sd([r["best_val_accuracy"] for r in runs]),
+            *[_mean_sd([r["hypervolume"][f"{f:.0%}"] for r in runs]) for f in FRACTIONS],
+            ", ".join(f"{r['finished']}/{r['stopped']}/{r['cut_off']}" for r in runs),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(report: dict[str, Any]) -> str:
+    """The issue's targets, against arm `random`."""
+    def mean(arm: str, key: Any) -> float | None:
+        values = [key(r) for r in report["runs"][arm]]
+        known = [v for v in values if v is not None]
+        return statistics.mean(known) if known and len(known) == len(values) else None
+
+    default_t = mean("default", lambda r: r["time_to_target_s"])
+    random_t = mean("random", lambda r: r["time_to_target_s"])
+    default_hv = mean("default", lambda r: r["hypervolume"]["100%"])
+    random_hv = mean("random", lambda r: r["hypervolume"]["100%"])
+    time_ratio = f"{default_t / random_t:.2f}" if default_t and random_t else "n/a (a run never reached the target)"
+    hv_ratio = f"{default_hv / random_hv:.2f}" if default_hv and random_hv else "n/a"
+    return (
+        f"- Time to target, default / random: {time_ratio} (target <= 0.33)\n"
+        f"- Hypervolume at the budget, default / random: {hv_ratio} (target >= 1.10)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_efficiency", description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=90.0, help="wall-clock seconds per study (default 90)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    options = parser.parse_args(argv)
+    options.out.mkdir(parents=True, exist_ok=True)
+    report = run(options.budget, options.seeds, options.out)
+    (options.out / "search_efficiency.json").write_text(json.dumps(report, indent=2))
+    text = table(report) + "\n\n" + targets(report) + "\n"
+    (options.out / "search_efficiency.md").write_text(text)
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
