@@ -1,6 +1,6 @@
 """Every benchmark, with default settings: `python -m benchmarks` (about 18 minutes on 2 cores).
 
-Writes `benchmarks/results/{search_efficiency,overhead}.{json,md}`; BENCHMARKS.md quotes them.
+Writes `benchmarks/results/{search_efficiency,overhead}.{json,md}`; benchmarks/BENCHMARKS.md quotes them.
 """
 
 import time
