@@ -4,7 +4,7 @@ Three arms search `spaces/mnist.py` (bundled digits) for the same wall-clock bud
 several seeds each, through the same launcher, so only the search method differs:
 
 - default: Optuna TPE, multi-objective successive halving (MO-ASHA) over accuracy and epoch time;
-- random: random search (Optuna's RandomSampler), no early stopping (FIFO);
+- random: random search (Ray Tune's BasicVariantGenerator), no early stopping (FIFO);
 - tpe-asha: Optuna TPE and plain ASHA on validation accuracy only (single objective).
 
 For each run it measures, from what MLflow recorded: the time until any trial first reported
@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).parents[1]
 ARMS: dict[str, dict[str, Any]] = {
     "default": {"searcher": "tpe", "scheduler": "mo-asha"},
-    "random": {"searcher": "random", "scheduler": "none"},
+    "random": {"searcher": "variant", "scheduler": "none"},
     "tpe-asha": {"searcher": "tpe", "scheduler": "asha", "objectives": {"val_accuracy": "max"}},
 }
 DESCRIPTION = {

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     budget.add_argument("--seed", type=int, metavar="N", help="seed of the searcher and the trials")
     method = parser.add_argument_group("method")
-    method.add_argument("--searcher", choices=SEARCHERS, help="Optuna sampler (default: the space's, else tpe)")
+    method.add_argument("--searcher", choices=SEARCHERS, help="tpe, nsga2 or random (Optuna samplers), or variant (Ray Tune's random search); default: the space's, else tpe")
     method.add_argument(
         "--scheduler",
         choices=SCHEDULERS,

@@ -77,6 +77,38 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+def variant_generator(space: SearchSpace, first_configs: list[dict[str, Any]] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Ray Tune's own random search: its BasicVariantGenerator and the `param_space` it samples
+    (the searched parameters as Tune distributions, plus the constants)."""
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from search.space import Choice
+    from search.space import Float
+
+    def distribution(domain: Any) -> Any:
+        if isinstance(domain, Choice):
+            return tune.choice(list(domain.options))
+        if isinstance(domain, Float):
+            if domain.log:
+                return tune.loguniform(domain.low, domain.high)
+            if domain.step is not None:
+                return tune.quniform(domain.low, domain.high, domain.step)
+            return tune.uniform(domain.low, domain.high)
+        if domain.log:
+            return tune.lograndint(domain.low, domain.high + 1)  # upper bound exclusive
+        return tune.qrandint(domain.low, domain.high, domain.step)  # upper bound inclusive
+
+    param_space = {name: distribution(domain) for name, domain in space.params.items()}
+    param_space.update({"seed": space.seed, **space.constants, "epochs": space.max_epochs})
+    generator = BasicVariantGenerator(
+        points_to_evaluate=list(first_configs or []) or None,
+        max_concurrent=space.max_concurrent,
+        random_state=space.seed,
+    )
+    return generator, param_space
+
+
 def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler: "tpe" (default), "nsga2" or "random"."""
     if kind == "tpe":

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 MODES = ("max", "min")
 SPACE_MODULE_PREFIX = "_search_space_"  # space files are imported under this module name prefix
-SEARCHERS = ("tpe", "nsga2", "random")  # Optuna samplers, all seeded
+# Optuna samplers, all seeded; "variant" is Ray Tune's own random search (BasicVariantGenerator).
+SEARCHERS = ("tpe", "nsga2", "random", "variant")
 SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
 
 
@@ -167,7 +168,8 @@ class SearchSpace:
         cpus_per_trial: CPUs Ray reserves for a trial; TensorFlow's thread pools match it.
         gpus_per_trial: GPUs Ray reserves for a trial (fractions pack trials on one GPU).
         seed: seeds the searcher (and every trial's `seed`, unless a constant sets it).
-        searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler.
+        searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler; or "variant": Ray
+            Tune's BasicVariantGenerator (random draws without Optuna; no conditional params).
         scheduler: "auto" (default: "mo-asha" with several objectives, else "asha"), "mo-asha",
             "asha" (on the first objective) or "none" (no early stopping).
         max_retries: times a failed trial is started again before it counts as FAILED.
@@ -233,6 +235,8 @@ class SearchSpace:
         self._validate_objectives()
         if self.searcher not in SEARCHERS:
             raise SpaceError(f"Unknown searcher {self.searcher!r}; choose one of {SEARCHERS}.")
+        if self.searcher == "variant" and any(d.when is not None for d in self.params.values()):
+            raise SpaceError("searcher 'variant' cannot search conditional parameters (`when=`); use an Optuna searcher.")
         if self.scheduler not in SCHEDULERS:
             raise SpaceError(f"Unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}.")
         if self.reference_point is not None and set(self.reference_point) != set(self.objectives):

@@ -321,10 +321,15 @@ def run_study(
     from search.schedulers import make_scheduler
     from search.searchers import TruthfulOptunaSearch
     from search.searchers import make_sampler
+    from search.searchers import variant_generator
     from search.tracking import StudyRuns
     from search.tracking import TrialRuns
     from search.tracking import default_tracking_uri
 
+    if resume and space.searcher == "variant":
+        from search.errors import SpaceError
+
+        raise SpaceError("searcher 'variant' cannot resume a study (Ray keeps no history of it); use an Optuna searcher.")
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not verbose:
@@ -350,15 +355,24 @@ def run_study(
         reduction_factor=space.reduction_factor,
     )
     stopped_early = scheduler.stopped_early.__contains__
-    searcher = TruthfulOptunaSearch(
-        space=space.suggest,
-        metric=list(space.objectives),
-        mode=list(space.objectives.values()),
-        sampler=make_sampler(space.searcher, space.seed),
-        stopped_early=stopped_early,
-    )
+    param_space: dict[str, Any] = {}  # Optuna's searcher suggests the parameters themselves
+    if space.searcher == "variant":
+        searcher = None
+        search_alg, param_space = variant_generator(space, first_configs)
+    else:
+        searcher = TruthfulOptunaSearch(
+            space=space.suggest,
+            metric=list(space.objectives),
+            mode=list(space.objectives.values()),
+            sampler=make_sampler(space.searcher, space.seed),
+            stopped_early=stopped_early,
+        )
+        if first_configs:
+            searcher.enqueue(first_configs, space)
+        search_alg = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
     trial_runs = TrialRuns(runs, stopped_early=stopped_early)
     if resumed:
+        assert searcher is not None  # run_study refuses to resume with "variant"
         parent_run_id = runs.reopen_parent(resumed.parent_run_id)
         searcher.tell_history(resumed.ended.to_dict("records"), space)
         searcher.enqueue([{n: row[n] for n in space.params} for _, row in resumed.interrupted.iterrows()], space)
@@ -366,8 +380,6 @@ def run_study(
         trial_runs.carry_on(resumed.table, list(space.params))
     else:
         parent_run_id = _start_study_run(runs, space, study_name, type(scheduler).__name__, space_file)
-    if first_configs:
-        searcher.enqueue(first_configs, space)
     remaining = space.num_samples - (len(resumed.ended) if resumed else 0)
 
     ctrl_c = _CtrlC()
@@ -407,8 +419,9 @@ def run_study(
     )
     tuner = tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent),
+            search_alg=search_alg,
             scheduler=scheduler,
             num_samples=max(remaining, 1),
             reuse_actors=True,

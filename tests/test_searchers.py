@@ -53,3 +53,47 @@ def test_samplers_are_seeded_and_reproducible(kind, sampler):
 def test_unknown_searcher_is_rejected():
     with pytest.raises(SpaceError, match="Unknown searcher 'cmaes'"):
         make_sampler("cmaes", 0)
+
+
+def test_ray_tunes_own_random_search_samples_the_declared_space():
+    import random
+
+    from ray.tune.search.sample import Domain
+
+    from search.searchers import variant_generator
+    from search.space import Choice, Float, Int, SearchSpace
+    from trainables.mnist import train
+
+    space = SearchSpace(
+        name="v", trainable=train, searcher="variant", seed=3, max_epochs=4,
+        params={
+            "learning_rate": Float(1e-4, 1e-2, log=True),
+            "final_sparsity": Float(0.0, 0.8, step=0.1),
+            "width": Int(16, 256, log=True),
+            "depth": Int(1, 3),
+            "architecture": Choice(["mlp", "cnn"]),
+        },
+        objectives={"val_accuracy": "max"}, constants={"data_source": "bundled"},
+    )  # fmt: skip
+    _, param_space = variant_generator(space)
+    # Constants, the seed and the epochs travel as fixed values; parameters as Tune domains.
+    assert {k: v for k, v in param_space.items() if not isinstance(v, Domain)} == {"seed": 3, "data_source": "bundled", "epochs": 4}
+    rng = random.Random(0)
+    for _ in range(200):
+        sample = {name: param_space[name].sample(random_state=rng.randint(0, 10**6)) for name in space.params}
+        assert 1e-4 <= sample["learning_rate"] <= 1e-2
+        assert 16 <= sample["width"] <= 256 and 1 <= sample["depth"] <= 3
+        assert round(sample["final_sparsity"] * 10) == pytest.approx(sample["final_sparsity"] * 10)
+        train.check_config(sample)
+
+
+def test_ray_tunes_random_search_refuses_conditional_parameters():
+    from search.errors import SpaceError
+    from search.space import Choice, SearchSpace
+    from trainables.mnist import train
+
+    with pytest.raises(SpaceError, match="cannot search conditional parameters"):
+        SearchSpace(
+            name="v", trainable=train, searcher="variant", objectives={"val_accuracy": "max"},
+            params={"architecture": Choice(["mlp", "cnn"]), "kernel_size": Choice([3, 5], when={"architecture": "cnn"})},
+        )  # fmt: skip
