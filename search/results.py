@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 # MLflow run status -> what happened to the trial.
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
+# Trials that ran to an end a resumed study keeps; the others (interrupted, cut off) run again.
+ENDED = ("finished", "stopped", "failed")
 
 
 @dataclasses.dataclass
@@ -233,7 +235,7 @@ def load_study(
 
     Returns:
         A `Study` whose `trials` table has one row per trial: `trial`, `status` (finished, stopped,
-        failed, running, interrupted), `stopped_early`, the searched parameters, every final metric,
+        failed, running, interrupted, cut off), `stopped_early`, the searched parameters, every final metric,
         `pareto_rank`, `on_front`, `knee`, `model_uri` (front trials) and `run_id`.
     """
     client, experiment_id, uri = open_experiment(experiment, tracking_uri, results_dir)

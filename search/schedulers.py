@@ -140,8 +140,6 @@ class MultiObjectiveASHA(FIFOScheduler):
         return f"MultiObjectiveASHA: trials recorded per rung ({counts})"
 
 
-
-
 def make_scheduler(
     kind: str,
     objectives: Mapping[str, str],

@@ -18,7 +18,6 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import SpaceError
-
 from search.space import SEARCHERS
 from search.space import SearchSpace
 from search.space import typed_params
@@ -44,7 +43,6 @@ class TruthfulOptunaSearch(OptunaSearch):
         elif result and not all(_finite(result.get(m)) for m in self.metric):
             result, error = None, True  # told as FAIL
         super().on_trial_complete(trial_id, result, error)
-
 
     def tell_history(self, rows: list[dict[str, Any]], space: SearchSpace) -> None:
         """Teach Optuna what an interrupted study measured, as it would have been told live:
@@ -100,7 +98,7 @@ def variant_generator(space: SearchSpace, first_configs: list[dict[str, Any]] | 
         return tune.qrandint(domain.low, domain.high, domain.step)  # upper bound inclusive
 
     param_space = {name: distribution(domain) for name, domain in space.params.items()}
-    param_space.update({"seed": space.seed, **space.constants, "epochs": space.max_epochs})
+    param_space.update(space.trial_constants)
     generator = BasicVariantGenerator(
         points_to_evaluate=list(first_configs or []) or None,
         max_concurrent=space.max_concurrent,

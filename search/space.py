@@ -43,14 +43,16 @@ def _check_range(name: str, low: float, high: float, *, log: bool, stepped: bool
         raise SpaceError(f"`{name}`: `step` and `log=True` cannot be combined.")
 
 
+def _allowed(values: Any) -> list[Any]:
+    """The values a `when` condition allows: one value, or a list of them."""
+    return values if isinstance(values, list) else [values]
+
+
 def _applies(when: Mapping[str, Any] | None, config: Mapping[str, Any]) -> bool:
     """Whether a conditional parameter applies to `config` (the parameters suggested before it)."""
     if when is None:
         return True
-    return all(
-        name in config and config[name] in (allowed if isinstance(allowed, list) else [allowed])
-        for name, allowed in when.items()
-    )
+    return all(name in config and config[name] in _allowed(allowed) for name, allowed in when.items())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,6 +211,11 @@ class SearchSpace:
         self.validate()
 
     @property
+    def trial_constants(self) -> dict[str, Any]:
+        """What every trial's config holds besides the searched parameters."""
+        return {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+
+    @property
     def primary_metric(self) -> str:
         return next(iter(self.objectives))
 
@@ -286,7 +293,7 @@ class SearchSpace:
                         f"`{name}`: `when` refers to {other!r}, which must be a Choice parameter "
                         f"declared before `{name}`; params are {names}."
                     )
-                missing = [v for v in (allowed if isinstance(allowed, list) else [allowed]) if v not in parent.options]
+                missing = [v for v in _allowed(allowed) if v not in parent.options]
                 if missing:
                     raise SpaceError(
                         f"`{name}`: `when` expects {other} in {missing}, which is not among its options {list(parent.options)}."
@@ -301,7 +308,7 @@ class SearchSpace:
         check = getattr(self.trainable, "check_config", None)
         if check is None:
             return
-        base = {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+        base = self.trial_constants
         try:
             check(base)
         except ValueError as error:
@@ -309,7 +316,7 @@ class SearchSpace:
         for name, domain in self.params.items():
             # A conditional parameter is checked in a configuration where it applies.
             condition = {
-                other: allowed[0] if isinstance(allowed, list) else allowed
+                other: _allowed(allowed)[0]
                 for other, allowed in (domain.when or {}).items()
             }
             for value in domain.candidates():
@@ -341,7 +348,7 @@ class SearchSpace:
         for name, domain in self.params.items():
             if _applies(domain.when, trial.params):
                 domain.suggest(trial, name)
-        return {"seed": self.seed, **self.constants, "epochs": self.max_epochs}
+        return self.trial_constants
 
     def describe(self) -> str:
         """The searched parameters as JSON (Optuna's distribution format), for the study record."""

@@ -100,8 +100,8 @@ def _run_trial(
     Pareto front's models), checkpoints every epoch in a directory claimed for this
     configuration (a run of the same configuration after an interruption continues from it),
     may keep what the study's trials share in `cache_dir` (e.g. a distillation teacher, trained
-    by the first trial that needs it), and polls `should_stop` between batches. The checkpoint goes once the trial ends; if it raises,
-    the checkpoint stays for a retry.
+    by the first trial that needs it), and polls `should_stop` between batches. The checkpoint
+    goes once the trial ends; if it raises, the checkpoint stays for a retry.
     """
     from ray import tune
 
@@ -230,11 +230,13 @@ class _Resumed:
 
     @property
     def ended(self) -> pd.DataFrame:
-        return self.table[self.table["status"].isin(["finished", "stopped", "failed"])]
+        from search.results import ENDED
+
+        return self.table[self.table["status"].isin(ENDED)]
 
     @property
     def interrupted(self) -> pd.DataFrame:
-        return self.table[~self.table["status"].isin(["finished", "stopped", "failed"])]
+        return self.table.drop(self.ended.index)
 
 
 def _find_interrupted_study(runs: Any, space: SearchSpace, results_dir: Path) -> _Resumed:

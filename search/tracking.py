@@ -137,22 +137,19 @@ class TrialRuns(tune.Callback):
         stopped_early: tells whether the scheduler stopped a trial (by trial id) before its
             last epoch; such trials end as KILLED, trials that raised as FAILED, others FINISHED.
         step_key: the result entry used as the metric step (the epoch).
-        budget_ends_at: when the study's time budget runs out (epoch seconds), if it has one:
-            trials Tune ends after that without their last (`complete`) report were cut off by
-            the budget and end as KILLED with a `cut_off` tag.
+
+    `budget_ends_at` is when the study's time budget runs out (epoch seconds), set once the
+    trials start, if it has one: trials Tune ends after that without their last (`complete`)
+    report were cut off by the budget and end as KILLED with a `cut_off` tag.
     """
 
     def __init__(
-        self,
-        runs: StudyRuns,
-        stopped_early: Callable[[str], bool],
-        step_key: str = "epoch",
-        budget_ends_at: float | None = None,
+        self, runs: StudyRuns, stopped_early: Callable[[str], bool], step_key: str = "epoch"
     ) -> None:
         self.runs = runs
         self.stopped_early = stopped_early
         self.step_key = step_key
-        self.budget_ends_at = budget_ends_at
+        self.budget_ends_at: float | None = None
         self.cut_off: set[str] = set()  # trial ids the time budget ended
         self.run_ids: dict[str, str] = {}
         self.numbers: dict[str, int] = {}
@@ -166,11 +163,13 @@ class TrialRuns(tune.Callback):
     def carry_on(self, table: Any, params: list[str]) -> None:
         """Continue an interrupted study: number new trials after its trials, and give the
         trials it had running when it was cut off their own runs back when they run again."""
+        from search.results import ENDED
+
         self.params = params
         for _, row in table.iterrows():
             number = int(str(row["trial"]).rsplit("-", 1)[-1])
             self.next_number = max(self.next_number, number + 1)
-            if row["status"] in ("finished", "stopped", "failed"):
+            if row["status"] in ENDED:
                 self.numbers[str(row["trial_id"])] = number
             else:
                 self.rerun[self._key(row)] = (row["run_id"], number)
@@ -233,29 +232,32 @@ class TrialRuns(tune.Callback):
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
         if not stopped and self._budget_spent() and not (trial.last_result or {}).get("complete"):
             self.cut_off.add(trial.trial_id)
-            self.runs.client.set_tag(run_id, "cut_off", "time budget")
-            self.runs.end(run_id, "KILLED")
+            self._kill(run_id, "cut_off", "time budget")
             return
         self.runs.end(run_id, "KILLED" if stopped else "FINISHED")
 
     def _budget_spent(self) -> bool:
         return self.budget_ends_at is not None and time.time() >= self.budget_ends_at
 
+    def _kill(self, run_id: str, tag: str, reason: str) -> None:
+        self.runs.client.set_tag(run_id, tag, reason)
+        self.runs.end(run_id, "KILLED")
+
+    def _kill_running(self, tag: str, reason: str) -> list[str]:
+        """End the runs of trials that never ended as KILLED, tagged; return their trial ids."""
+        running = [trial_id for trial_id in self.run_ids if trial_id not in self.ended_at]
+        for trial_id in running:
+            self.ended_at[trial_id] = time.time()
+            self._kill(self.run_ids[trial_id], tag, reason)
+        return running
+
     def cut_off_running(self) -> None:
         """The time budget ran out: end the runs of trials Tune left without an ending."""
-        for trial_id, run_id in self.run_ids.items():
-            if trial_id not in self.ended_at:
-                self.ended_at[trial_id] = time.time()
-                self.cut_off.add(trial_id)
-                self.runs.client.set_tag(run_id, "cut_off", "time budget")
-                self.runs.end(run_id, "KILLED")
+        self.cut_off.update(self._kill_running("cut_off", "time budget"))
 
     def interrupt_running(self) -> None:
         """The study was interrupted: end the runs of trials still training as KILLED."""
-        for trial_id, run_id in self.run_ids.items():
-            if trial_id not in self.ended_at:
-                self.runs.client.set_tag(run_id, "interrupted", "true")
-                self.runs.end(run_id, "KILLED")
+        self._kill_running("interrupted", "true")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         # The trial raised and will be started again (`max_retries`); keep one run, say so.
