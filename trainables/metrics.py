@@ -35,9 +35,10 @@ class EpochReporter(keras.callbacks.Callback):
 
     On the last epoch (the planned last one, or one after which another callback stopped
     training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
-    last report carries everything the trial measured and says it is the last. If `should_stop()` turns true, training ends after the
-    current batch and nothing more is reported. `known_metrics`, measured before training
-    (e.g. of a distillation teacher), go into the first report.
+    last report carries everything the trial measured and says it is the last. If
+    `should_stop()` turns true, training ends after the current batch and nothing more is
+    reported. `known_metrics`, measured before training (e.g. of a distillation teacher), go
+    into the first report.
     """
 
     def __init__(
@@ -181,18 +182,23 @@ def gzipped_model_bytes(model: tf_keras.Model) -> int:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def median_ms(run: Callable[[], Any], *, repeats: int, warmup: int = 5) -> float:
+    """Median wall time in milliseconds of `run()`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run()
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(timings)
+
+
 def inference_ms(model: tf_keras.Model, example: np.ndarray, *, repeats: int = 50) -> float:
     """Median wall time in milliseconds of one compiled forward pass on a batch of one."""
     forward = tf.function(lambda x: model(x, training=False))
     batch = tf.constant(example[np.newaxis])
-    for _ in range(5):  # trace and warm up
-        forward(batch).numpy()
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward(batch).numpy()
-        timings.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(timings)
+    return median_ms(lambda: forward(batch).numpy(), repeats=repeats)  # warm-up traces it
 
 
 def model_metrics(

@@ -13,8 +13,6 @@ validation set and `latency_ms` times batch-1 inference there.
 
 from __future__ import annotations
 
-import statistics
-import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -124,14 +122,9 @@ def evaluate(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> float
 
 def latency_ms(flatbuffer: bytes, example: np.ndarray, *, repeats: int = 100) -> float:
     """Median wall time in milliseconds of one batch-1 inference in the interpreter (1 thread)."""
+    from trainables.metrics import median_ms
+
     runner = interpreter(flatbuffer, threads=1)
     source = runner.get_input_details()[0]
     runner.set_tensor(source["index"], _quantize_input(example[np.newaxis], source))
-    for _ in range(5):
-        runner.invoke()
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runner.invoke()
-        timings.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(timings)
+    return median_ms(runner.invoke, repeats=repeats)
