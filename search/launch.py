@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     resources = parser.add_argument_group("resources")
     resources.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
     resources.add_argument("--cpus-per-trial", type=_non_negative_float, metavar="X", help="CPUs reserved per trial")
-    resources.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="X", help="GPUs reserved per trial (fractions allowed)")
+    resources.add_argument("--gpus-per-trial", type=_non_negative_float, metavar="X", help="GPUs reserved per trial (fractions allowed, e.g. 0.25 packs 4 trials on a GPU)")
+    resources.add_argument("--workers-per-trial", type=_positive_int, metavar="N", help="train each trial on N Ray Train workers (MultiWorkerMirroredStrategy), sharing its CPUs and GPUs")
+    resources.add_argument("--gpu-memory-mb", type=_positive_int, metavar="MB", help="GPU memory a trial process may use per GPU (default: its fraction of the GPU, or grow as needed)")
+    resources.add_argument("--address", metavar="HOST:PORT", help="run on an existing Ray cluster (see `ray start --head`); the results directory and MLflow store must be reachable from every node")
     recording = parser.add_argument_group("recording")
     recording.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the space's name)")
     recording.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: sqlite store in the results directory)")
@@ -125,6 +128,8 @@ def apply_options(space: SearchSpace, options: argparse.Namespace) -> SearchSpac
         "max_concurrent": options.max_concurrent,
         "cpus_per_trial": options.cpus_per_trial,
         "gpus_per_trial": options.gpus_per_trial,
+        "workers_per_trial": options.workers_per_trial,
+        "gpu_memory_mb": options.gpu_memory_mb,
         "searcher": options.searcher,
         "scheduler": options.scheduler,
         "max_retries": options.max_retries,
@@ -231,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             space_file=options.space_file,
             verbose=options.verbose,
             resume=options.resume,
+            address=options.address,
         )
     except SpaceError as error:  # e.g. --resume with nothing to resume
         print(f"error: {error}", file=sys.stderr)

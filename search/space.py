@@ -169,6 +169,11 @@ class SearchSpace:
         max_concurrent: trials running at once (each takes `cpus_per_trial` CPUs).
         cpus_per_trial: CPUs Ray reserves for a trial; TensorFlow's thread pools match it.
         gpus_per_trial: GPUs Ray reserves for a trial (fractions pack trials on one GPU).
+        workers_per_trial: processes a trial trains on; above 1, a Ray Train
+            `TensorflowTrainer` with `MultiWorkerMirroredStrategy`, the trial's CPUs and GPUs
+            split evenly between its workers (which may sit on different nodes).
+        gpu_memory_mb: GPU memory each trial process may use, per GPU; None: a fraction of a
+            GPU gets that fraction of its memory, whole GPUs grow their memory as needed.
         seed: seeds the searcher (and every trial's `seed`, unless a constant sets it).
         searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler; or "variant": Ray
             Tune's BasicVariantGenerator (random draws without Optuna; no conditional params).
@@ -199,6 +204,8 @@ class SearchSpace:
     max_concurrent: int = 2
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    workers_per_trial: int = 1
+    gpu_memory_mb: int | None = None
     seed: int = 0
     searcher: str = "tpe"
     scheduler: str = "auto"
@@ -277,6 +284,12 @@ class SearchSpace:
                 "`cpus_per_trial` must be > 0 and `gpus_per_trial` >= 0, but got "
                 f"cpus_per_trial={self.cpus_per_trial}, gpus_per_trial={self.gpus_per_trial}."
             )
+        if not isinstance(self.workers_per_trial, int) or self.workers_per_trial < 1:
+            raise SpaceError(f"`workers_per_trial` must be an integer >= 1, but got {self.workers_per_trial!r}.")
+        if self.gpu_memory_mb is not None and not (isinstance(self.gpu_memory_mb, int) and self.gpu_memory_mb > 0):
+            raise SpaceError(f"`gpu_memory_mb` must be a whole number of MB > 0, but got {self.gpu_memory_mb!r}.")
+        if self.gpu_memory_mb is not None and not self.gpus_per_trial:
+            raise SpaceError("`gpu_memory_mb` caps GPU memory, but `gpus_per_trial` is 0; set both or neither.")
         self._validate_with_trainable()
 
     def _validate_conditions(self) -> None:

@@ -46,6 +46,9 @@ QUIET_ENV = {
     # Objectives measured only when a trial ends (deployed size, latency) are absent from the
     # per-epoch results; Tune would otherwise fail the study on the first such result.
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Ray Train's watcher for preempted (spot) nodes serves elastic Train runs; a trial's run
+    # is not elastic (a study retries failed trials itself, `max_retries`).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
@@ -73,22 +76,14 @@ class StudyResult:
         return self.front.table
 
 
-def _limit_threads(cpus: float) -> None:
-    """Size TensorFlow's and OpenMP's thread pools to the trial's CPU allocation.
-
-    Set through the environment so it takes effect when TensorFlow is first imported in this
-    worker process; a reused worker keeps the pools it has, which were sized the same way.
-    """
-    threads = str(max(1, int(cpus)))
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ[name] = threads
-
-
 def _run_trial(
     config: dict[str, Any],
     *,
     trainable: Callable[..., Any],
     cpus: float,
+    gpus: float,
+    workers: int,
+    gpu_memory_mb: int | None,
     models_dir: str,
     checkpoints_dir: str,
     cache_dir: str,
@@ -102,23 +97,38 @@ def _run_trial(
     may keep what the study's trials share in `cache_dir` (e.g. a distillation teacher, trained
     by the first trial that needs it), and polls `should_stop` between batches. The checkpoint
     goes once the trial ends; if it raises, the checkpoint stays for a retry.
+
+    With `workers` > 1 the trial drives a Ray Train run of that many workers sharing its
+    `cpus` and `gpus` (`search.devices.run_workers`); a trial stopped early ends with its
+    process, which takes the Train run down with it.
     """
     from ray import tune
 
-    _limit_threads(cpus)
+    from search import devices
+
     sys.unraisablehook = _unraisable_but_shutdown
     trial_id = tune.get_context().get_trial_id()
     checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
-    trainable(
-        {
-            **config,
-            "model_dir": os.path.join(models_dir, trial_id),
-            "checkpoint_dir": str(checkpoint_dir),
-            "cache_dir": cache_dir,
-        },
-        report=tune.report,
-        should_stop=_stop_requested,
-    )
+    config = {
+        **config,
+        "model_dir": os.path.join(models_dir, trial_id),
+        "checkpoint_dir": str(checkpoint_dir),
+        "cache_dir": cache_dir,
+    }
+    if workers > 1:
+        devices.run_workers(
+            trainable,
+            config,
+            workers=workers,
+            cpus=cpus,
+            gpus=gpus,
+            gpu_memory_mb=gpu_memory_mb,
+            storage_path=str(Path(checkpoints_dir).parent.parent / "ray" / "train"),
+            name=f"{Path(checkpoints_dir).name}-{trial_id}",
+        )
+    else:
+        devices.prepare_process(cpus, gpu_memory_mb)
+        trainable(config, report=tune.report, should_stop=_stop_requested)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
@@ -291,6 +301,7 @@ def run_study(
     verbose: bool = False,
     resume: bool = False,
     first_configs: list[dict[str, Any]] | None = None,
+    address: str | None = None,
 ) -> StudyResult:
     """Run the study `space` describes and record it in MLflow.
 
@@ -308,6 +319,9 @@ def run_study(
             scratch in their own MLflow runs; the searcher and scheduler learn the history.
         first_configs: searched-parameter values to try first, in order (known good
             configurations, or a fixed list to measure); the searcher suggests the rest.
+        address: an existing Ray cluster to run on ("HOST:PORT", or "auto"); by default a
+            local Ray instance is started. On a cluster, `results_dir` and the MLflow store
+            must be reachable from every node (checked before the first trial).
 
     Raises:
         StudyInterrupted: on Ctrl-C, after marking the cut-off trials KILLED.
@@ -318,6 +332,7 @@ def run_study(
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
+    from search import devices
     from search import front as front_module
     from search.progress import ProgressLines
     from search.schedulers import make_scheduler
@@ -402,22 +417,32 @@ def run_study(
     _ship_space_file_code(space)
     if not ray.is_initialized():
         ray.init(
-            include_dashboard=False,
+            address=address,
+            # Ray Train's clean-up of a killed run's workers asks Ray's state API (the dashboard).
+            include_dashboard=space.workers_per_trial > 1,
             logging_level=logging.ERROR,
             log_to_driver=True,
-            runtime_env={"env_vars": {k: os.environ[k] for k in QUIET_ENV}},
+            runtime_env={
+                "env_vars": {k: os.environ[k] for k in QUIET_ENV},
+                "worker_process_setup_hook": "search.devices.quiet_worker",
+            },
         )
+    multi_worker = space.workers_per_trial > 1
     trainable = tune.with_resources(
         functools.partial(
             _run_trial,
             trainable=space.trainable,
             cpus=space.cpus_per_trial,
+            gpus=space.gpus_per_trial,
+            workers=space.workers_per_trial,
+            gpu_memory_mb=space.gpu_memory_mb,
             models_dir=str(models_dir),
             checkpoints_dir=str(checkpoints_dir),
             cache_dir=str(cache_dir),
             session=uuid.uuid4().hex,
         ),
-        {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+        # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.
+        {"cpu": devices.DRIVER_CPUS} if multi_worker else {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
     )
     tuner = tune.Tuner(
         trainable,
@@ -426,7 +451,8 @@ def run_study(
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=max(remaining, 1),
-            reuse_actors=True,
+            # A stopped multi-worker trial must end its process to end its Train run.
+            reuse_actors=not multi_worker,
             time_budget_s=space.time_budget_s,
         ),
         run_config=tune.RunConfig(
@@ -556,6 +582,8 @@ def _start_study_run(
                     "max_concurrent",
                     "cpus_per_trial",
                     "gpus_per_trial",
+                    "workers_per_trial",
+                    "gpu_memory_mb",
                     "seed",
                 )
             },

@@ -69,6 +69,15 @@ def trial_metrics(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def trial_text(result: dict[str, Any]) -> dict[str, str]:
+    """The text values a trial reported (e.g. the strategy it trained under), as run tags, and
+    the node it ran on."""
+    text = {key: value for key, value in result.items() if key not in RAY_RESULT_KEYS and isinstance(value, str)}
+    if result.get("node_ip"):
+        text["node_ip"] = str(result["node_ip"])
+    return text
+
+
 class StudyRuns:
     """The study's parent run and the client that writes to it."""
 
@@ -159,6 +168,7 @@ class TrialRuns(tune.Callback):
         self.params: list[str] = []
         self.rerun: dict[tuple, tuple[str, int]] = {}  # config -> (run id, number) to run again
         self.logged_steps: dict[str, set[int]] = {}  # steps a rerun trial's run already has
+        self.tagged: dict[str, dict[str, str]] = {}  # text tags set on each run, by run id
 
     def carry_on(self, table: Any, params: list[str]) -> None:
         """Continue an interrupted study: number new trials after its trials, and give the
@@ -222,6 +232,10 @@ class TrialRuns(tune.Callback):
             step = int(result.get(self.step_key, result.get("training_iteration", 0)))
             if step not in self.logged_steps.get(run_id, ()):  # recorded before an interruption
                 self.runs.log_metrics(run_id, trial_metrics(result), step=step)
+                for key, value in trial_text(result).items():
+                    if self.tagged.setdefault(run_id, {}).get(key) != value:
+                        self.runs.client.set_tag(run_id, key, value)
+                        self.tagged[run_id][key] = value
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)

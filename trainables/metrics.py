@@ -132,23 +132,27 @@ class EpochCheckpoint:
 
     Saved after every epoch (the latest only is kept), with that epoch's report; `restore()`
     loads the latest and returns how many epochs it had done (0 when there is none), for
-    `fit(initial_epoch=...)`, and keeps the saved report in `last_report`.
+    `fit(initial_epoch=...)`, and keeps the saved report in `last_report`. A non-chief worker
+    of a multi-worker run restores from the chief's `directory` but saves into its own
+    `write_directory` (every worker must save; only the chief's copy is kept).
     """
 
-    def __init__(self, model: tf_keras.Model, directory: str) -> None:
+    def __init__(self, model: tf_keras.Model, directory: str, write_directory: str | None = None) -> None:
         self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=model.optimizer, epochs_done=self.epochs_done
         )
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=1)
+        self.directory = directory
+        self.manager = tf.train.CheckpointManager(self.checkpoint, write_directory or directory, max_to_keep=1)
         self.last_report: dict[str, Any] | None = None
 
     def restore(self) -> int:
-        if self.manager.latest_checkpoint is None:
+        latest = tf.train.latest_checkpoint(self.directory) if os.path.isdir(self.directory) else None
+        if latest is None:
             return 0
         # Optimizer slots do not exist yet; TensorFlow restores them when training creates them.
-        self.checkpoint.restore(self.manager.latest_checkpoint)
-        report = os.path.join(self.manager.directory, LAST_REPORT)
+        self.checkpoint.restore(latest)
+        report = os.path.join(self.directory, LAST_REPORT)
         if os.path.exists(report):
             with open(report) as file:
                 self.last_report = json.load(file)

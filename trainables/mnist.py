@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import tempfile
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -37,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-3,  # initial step size
     "momentum": 0.9,  # ("momentum" only)
     "lr_schedule": "constant",  # "constant" or "cosine" (decays to 0 over `epochs`)
-    "batch_size": 128,  # examples per step (per replica)
+    "batch_size": 128,  # examples per step and replica; global batch = batch_size x replicas
+    "lr_scaling": "none",  # "linear": learning_rate x replicas (the linear scaling rule); "none"
     "epochs": 5,  # full passes over the training set
     "early_stopping_patience": 0,  # stop after this many epochs without a lower val_loss; 0 = off
     # regularisation and compression
@@ -48,6 +51,9 @@ DEFAULTS: dict[str, Any] = {
     "temperature": 4.0,  # softening of teacher and student outputs (distillation only)
     "distillation_weight": 0.5,  # share of the teacher's term in the loss (distillation only)
     "teacher_epochs": 4,  # epochs the teacher trains, once (distillation only)
+    # hardware (see trainables.distribute for how the strategy is chosen)
+    "mixed_precision": False,  # compute in float16, keep variables float32 (GPU only; else noted and ignored)
+    "jit_compile": False,  # compile the training step with XLA
     # data
     "data_source": "auto",  # "auto", "keras" (full MNIST) or "bundled" (5,000 digits)
     "validation_fraction": 0.2,  # held-out share of the examples
@@ -68,6 +74,7 @@ CONDITIONAL = {
 }
 OPTIMIZERS = ("sgd", "momentum", "adam")
 LR_SCHEDULES = ("constant", "cosine")
+LR_SCALINGS = ("none", "linear")
 
 # What `train` reports: every epoch, then also at the last epoch.
 EPOCH_METRICS = (
@@ -80,6 +87,9 @@ EPOCH_METRICS = (
     "train_time_s",
     "examples_per_s",
 )
+# Where the trial trained, in its first report (see `trainables.distribute.Placement`), with
+# `notes` saying which requested settings could not apply there.
+PLACEMENT_METRICS = ("strategy", "replicas", "workers", "devices", "global_batch_size", "learning_rate_applied", "notes")
 FINAL_METRICS = (
     "params",
     "nonzero_params",
@@ -91,7 +101,7 @@ FINAL_METRICS = (
     "tflite_accuracy",
     "tflite_ms",
 )
-METRICS = EPOCH_METRICS + FINAL_METRICS + (
+METRICS = EPOCH_METRICS + FINAL_METRICS + PLACEMENT_METRICS + (
     "warmup_s",
     "resumed_from_epoch",
     "teacher_val_accuracy",
@@ -138,6 +148,9 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
         ("lr_schedule", LR_SCHEDULES),
         ("quantization", QUANTIZATIONS),
         ("distillation", (False, True)),
+        ("lr_scaling", LR_SCALINGS),
+        ("mixed_precision", (False, True)),
+        ("jit_compile", (False, True)),
     ):
         if merged[name] not in options:
             raise ValueError(f"`{name}` must be one of {options}, but got {name}={merged[name]!r}.")
@@ -149,11 +162,12 @@ def _print_report(metrics: dict[str, Any]) -> None:
     print("  ".join(f"{key}={metrics[key]:.4g}" for key in shown if key in metrics))
 
 
-def make_optimizer(config: dict[str, Any], *, decay_steps: int):
-    """The configured optimizer, its step size constant or decaying to 0 along a cosine."""
+def make_optimizer(config: dict[str, Any], *, decay_steps: int, learning_rate: float | None = None):
+    """The configured optimizer, its step size (`learning_rate`, else the config's) constant or
+    decaying to 0 along a cosine."""
     from trainables._keras import keras
 
-    rate = float(config["learning_rate"])
+    rate = float(config["learning_rate"] if learning_rate is None else learning_rate)
     if config["lr_schedule"] == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps)
     if config["optimizer"] == "adam":
@@ -185,23 +199,54 @@ def train(
         `tflite_bytes_gzip`, `tflite_accuracy` and `tflite_ms`; with distillation also
         `teacher_val_accuracy` and `teacher_train_s` (0 when the teacher came from the cache).
         With `model_dir` set, the model is saved there too. With early stopping, the last
-        report's `epoch` says when training ended.
+        report's `epoch` says when training ended. The first report also says where the trial
+        trained (`PLACEMENT_METRICS`: strategy, replicas, workers, devices, global batch size,
+        the learning rate applied after `lr_scaling`, and `notes` on settings that could not
+        apply there).
+
+    Hardware: the strategy comes from `trainables.distribute.place()`; `batch_size` is per
+    replica. Under a multi-worker strategy every worker runs `train` with the same config and
+    reports the same epochs; only the chief (task 0) writes `model_dir` and `checkpoint_dir`.
     """
+    from trainables import distribute
+    from trainables._keras import keras
+
+    config = resolve_config(config)
+    placement = distribute.place()  # first: multi-worker and TPU strategies need a fresh runtime
+    notes: list[str] = []
+    mixed = bool(config["mixed_precision"])
+    if mixed and placement.devices == "CPU":
+        mixed = False
+        notes.append("mixed_precision ignored: no GPU or TPU (float16 is slower than float32 on CPUs)")
+    if config["jit_compile"] and placement.devices == "TPU":
+        notes.append("jit_compile has no effect: TPUs always compile with XLA")
+
+    keras.backend.clear_session()
+    gc.collect()
+    keras.utils.set_random_seed(config["seed"])
+    # TPUs compute in bfloat16, GPUs in float16; the output layer stays float32 (see models.py).
+    mixed_policy = "mixed_bfloat16" if placement.devices == "TPU" else "mixed_float16"
+    keras.mixed_precision.set_global_policy(mixed_policy if mixed else "float32")
+    try:
+        return _train(config, placement, notes, report or _print_report, should_stop)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the process may train again
+
+
+def _train(
+    config: dict[str, Any],
+    placement: Any,
+    notes: list[str],
+    report: Report,
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, float]:
     from trainables import data
     from trainables import distill
     from trainables import metrics
     from trainables import pruning
     from trainables import quantization
     from trainables._keras import keras
-    from trainables.distribute import strategy_for_visible_devices
     from trainables.models import build_model
-
-    config = resolve_config(config)
-    report = report or _print_report
-
-    keras.backend.clear_session()
-    gc.collect()
-    keras.utils.set_random_seed(config["seed"])
 
     digits = data.load_mnist(
         source=config["data_source"],
@@ -214,13 +259,23 @@ def train(
             digits.x_train[:limit], digits.y_train[:limit], digits.x_val, digits.y_val, digits.source
         )
 
-    strategy = strategy_for_visible_devices()
-    global_batch = int(config["batch_size"]) * strategy.num_replicas_in_sync
+    strategy = placement.strategy
+    global_batch = int(config["batch_size"]) * placement.replicas
+    learning_rate = float(config["learning_rate"])
+    if config["lr_scaling"] == "linear":
+        learning_rate *= placement.replicas
     train_ds, val_ds = data.pipelines(
         digits, batch_size=global_batch, augment=float(config["augment"]), seed=config["seed"]
     )
     steps_per_epoch = math.ceil(len(digits.x_train) / global_batch)
     epochs = int(config["epochs"])
+    # Every worker of a multi-worker trial runs all of this (saving can involve collective
+    # operations); only the chief writes where the caller asked, the others into scratch space.
+    model_dir, checkpoint_dir = config["model_dir"], config["checkpoint_dir"]
+    scratch = None if placement.is_chief else tempfile.TemporaryDirectory()
+    if scratch is not None:
+        model_dir = model_dir and os.path.join(scratch.name, "model")
+        checkpoint_dir = checkpoint_dir and os.path.join(scratch.name, "checkpoint")
 
     with strategy.scope():
         model = build_model(
@@ -242,7 +297,7 @@ def train(
             callbacks += pruning.pruning_callbacks()
         if config["quantization"] == "qat":
             model = quantization.quantize_for_training(model)
-        teacher_info: dict[str, float] = {}
+        teacher_info: dict[str, Any] = {}
         trained = model  # what `fit` trains: the model, or a distiller around it
         if config["distillation"]:
             teacher, teacher_info = distill.teacher(
@@ -255,9 +310,10 @@ def train(
                 weight=float(config["distillation_weight"]),
             )
         trained.compile(
-            optimizer=make_optimizer(config, decay_steps=steps_per_epoch * epochs),
+            optimizer=make_optimizer(config, decay_steps=steps_per_epoch * epochs, learning_rate=learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
+            jit_compile=bool(config["jit_compile"]) and placement.devices != "TPU",
         )
         if config["early_stopping_patience"]:
             callbacks.append(
@@ -265,7 +321,9 @@ def train(
             )
 
         checkpoint = (
-            metrics.EpochCheckpoint(trained, config["checkpoint_dir"]) if config["checkpoint_dir"] else None
+            metrics.EpochCheckpoint(trained, config["checkpoint_dir"], write_directory=checkpoint_dir)
+            if checkpoint_dir
+            else None
         )
         # A checkpoint of a finished run redoes the last epoch, so the model metrics get reported.
         initial_epoch = min(checkpoint.restore(), epochs - 1) if checkpoint else 0
@@ -277,10 +335,17 @@ def train(
             y_val=digits.y_val,
             quantization=config["quantization"],
             representative=digits.x_train[:100],
-            model_dir=config["model_dir"],
+            model_dir=model_dir,
         )
         return {**measured, **teacher_info}
 
+    placement_info: dict[str, Any] = {
+        **placement.describe(),
+        "global_batch_size": global_batch,
+        "learning_rate_applied": learning_rate,
+    }
+    if notes:
+        placement_info["notes"] = "; ".join(notes)
     reporter = metrics.EpochReporter(
         examples_per_epoch=len(digits.x_train),
         report=report,
@@ -288,16 +353,20 @@ def train(
         should_stop=should_stop,
         checkpoint=checkpoint,
         resumed_from_epoch=initial_epoch,
-        known_metrics=teacher_info,
+        known_metrics={**placement_info, **teacher_info},
     )
-    trained.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=[*callbacks, reporter],
-        verbose=0,
-    )
+    try:
+        trained.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[*callbacks, reporter],
+            verbose=0,
+        )
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     return reporter.history[-1] if reporter.history else {}
 
 

@@ -58,5 +58,6 @@ def build_model(
         layers.append(keras.layers.Flatten())
     if dropout > 0.0:
         layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(num_classes))
+    # Logits in float32 even under a mixed-precision policy, so the softmax and loss stay stable.
+    layers.append(keras.layers.Dense(num_classes, dtype="float32"))
     return keras.Sequential(layers, name=f"{architecture}_w{width}_d{depth}")

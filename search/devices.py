@@ -1,0 +1,157 @@
+"""What a trial process is given before its trainable starts: threads, GPU memory, workers.
+
+A trial with one worker trains in the Tune trial's own process. A trial with several workers
+runs a Ray Train `TensorflowTrainer` from inside the Tune trial (Ray Train V2): the Tune trial
+is a light driver, the workers are separate processes, each with its share of the trial's
+CPUs and GPUs and a `TF_CONFIG` from Ray Train, from which the trainable builds its
+`MultiWorkerMirroredStrategy`. Rank 0's reports reach Tune through `TuneReportCallback`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from typing import Any
+
+# What the Tune trial of a multi-worker trial reserves to drive its workers (Ray refuses 0);
+# its workers share the rest of the trial's CPUs.
+DRIVER_CPUS = 0.01
+
+
+def prepare_process(cpus: float, gpu_memory_mb: int | None) -> None:
+    """Size this process's TensorFlow to its allocation, before TensorFlow initialises.
+
+    Threads: TensorFlow's intra/inter-op pools and OpenMP get `cpus` threads (set through the
+    environment, read when TensorFlow is first imported; a reused worker keeps the pools it
+    has, which were sized the same way).
+
+    GPUs (only when Ray assigned some): with `gpu_memory_mb`, each visible GPU is capped at
+    that much memory; with a fraction of a GPU and no cap, the cap is that fraction of the
+    GPU's memory (read from `nvidia-smi`), so trials packed on one GPU do not starve each
+    other; otherwise memory grows as needed instead of TensorFlow taking it all up front.
+    """
+    threads = str(max(1, round(cpus)))
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = threads
+    import ray
+
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids:
+        return
+    if gpu_memory_mb is None:
+        gpu_memory_mb = _fraction_of_gpu_memory_mb(ray.get_runtime_context().get_assigned_resources().get("GPU", 0))
+    if gpu_memory_mb is None:
+        os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+        return
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.set_logical_device_configuration(
+                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb))]
+            )
+    except RuntimeError:
+        pass  # a reused worker whose GPUs were configured (the same way) by an earlier trial
+
+
+def quiet_worker() -> None:
+    """Ray worker set-up (every worker process of a study): no chatter on the study's terminal.
+
+    TensorFlow's C++ code writes CUDA probing and absl pre-init warnings straight to file
+    descriptor 2 on import, whatever `TF_CPP_MIN_LOG_LEVEL` says, and Ray forwards every
+    worker's stderr to the terminal: TensorFlow is imported here once with fd 2 swallowed (and
+    shown if the import fails), so later imports by Ray Train or a trainable are silent. Ray
+    Train's helper actors warn about their own bookkeeping (e.g. cleaning up after a trial
+    stopped early): only its errors are shown.
+    """
+    import logging
+    import tempfile
+
+    logging.getLogger("ray.train").setLevel(logging.ERROR)
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            os.write(2, sink.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _fraction_of_gpu_memory_mb(gpus: float) -> int | None:
+    """`gpus` (< 1) of the first visible GPU's memory in MB; None for whole GPUs or no nvidia-smi."""
+    if not 0 < gpus < 1 or shutil.which("nvidia-smi") is None:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", visible],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout
+        return int(float(out.split()[0]) * gpus)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def run_workers(
+    trainable: Callable[..., Any],
+    config: dict[str, Any],
+    *,
+    workers: int,
+    cpus: float,
+    gpus: float,
+    gpu_memory_mb: int | None,
+    storage_path: str,
+    name: str,
+    log_level: str = "ERROR",
+) -> None:
+    """Train `config` on `workers` Ray Train workers, from inside a Tune trial.
+
+    The trial's `cpus` (less `DRIVER_CPUS`) and `gpus` are split evenly between the workers,
+    so the trial reserves `cpus` in all. Every worker calls
+    `trainable(config, report=ray.train.report)`; Ray Train passes rank 0's reports on to the
+    Tune trial. A worker that raises fails the Train run, and so the trial, with its error.
+    """
+    from ray.train import RunConfig
+    from ray.train import ScalingConfig
+    from ray.train.v2.api.config import LoggingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    per_worker = {"CPU": (cpus - DRIVER_CPUS) / workers, **({"GPU": gpus / workers} if gpus else {})}
+
+    def train_loop_per_worker(worker_config: dict[str, Any]) -> None:
+        import logging
+
+        import ray.train
+
+        # Ray Train configures its workers' logging to print every report (and TensorFlow's
+        # INFO lines) on the console; the trial's own reports are what the study shows.
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
+        for name in ("ray.train", "tensorflow"):
+            logging.getLogger(name).setLevel(log_level)
+        prepare_process(per_worker["CPU"], gpu_memory_mb)
+        trainable(worker_config, report=ray.train.report)
+
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus), resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=[TuneReportCallback()],
+            # Ray Train logs every report at INFO, and warns every few seconds that its state
+            # API is unavailable (the study starts Ray without a dashboard); errors still show.
+            logging_config=LoggingConfig(log_level=log_level),
+        ),
+    )
+    trainer.fit()
