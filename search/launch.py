@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,10 @@ def _print_interrupted(
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
+    if options.address and "RAY_AUTH_MODE" not in os.environ:  # read when Ray is first imported
+        from search.cluster import auth_mode
+
+        os.environ["RAY_AUTH_MODE"] = auth_mode()
     try:
         space = apply_options(load_space(options.space_file), options)
         _check_results_dir(options.results_dir)

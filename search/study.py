@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 QUIET_ENV = {
     "TF_USE_LEGACY_KERAS": "1",  # tensorflow-model-optimization needs Keras 2 (tf_keras)
     "TF_CPP_MIN_LOG_LEVEL": "3",
+    # The local Ray instance a study starts needs no authentication; a cluster's own mode is
+    # kept (`ray start` enables token authentication by default; see `cluster.connect`).
     "RAY_AUTH_MODE": "disabled",
     "RAY_DEDUP_LOGS": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -52,6 +54,7 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
+USER_SET = frozenset(name for name in QUIET_ENV if name in os.environ)  # a user's setting wins
 for _name, _value in QUIET_ENV.items():
     os.environ.setdefault(_name, _value)
 
@@ -326,6 +329,10 @@ def run_study(
     Raises:
         StudyInterrupted: on Ctrl-C, after marking the cut-off trials KILLED.
     """
+    if address and "RAY_AUTH_MODE" not in USER_SET:  # read when Ray is imported
+        from search.cluster import auth_mode
+
+        os.environ["RAY_AUTH_MODE"] = auth_mode()
     import mlflow  # its import configures its loggers; quieten them afterwards
     import optuna
     import ray
@@ -356,6 +363,25 @@ def run_study(
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
+    _ship_space_file_code(space)
+    if not ray.is_initialized():
+        # A new local Ray gets a dashboard only for multi-worker trials: Ray Train's clean-up
+        # after a trial stopped early asks Ray's state API. A cluster has its own settings.
+        from search import cluster
+
+        settings: dict[str, Any] = {
+            "logging_level": logging.ERROR,
+            "log_to_driver": True,
+            "runtime_env": {
+                "env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ},
+                "worker_process_setup_hook": "search.devices.quiet_worker",
+            },
+        }
+        if address:
+            cluster.connect(address, **settings)
+            cluster.check_shared(results_dir, tracking_uri)
+        else:
+            ray.init(include_dashboard=space.workers_per_trial > 1, **settings)
     experiment = experiment or space.name
     runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     resumed = _find_interrupted_study(runs, space, results_dir) if resume else None
@@ -414,19 +440,6 @@ def run_study(
             )
         )
 
-    _ship_space_file_code(space)
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            # Ray Train's clean-up of a killed run's workers asks Ray's state API (the dashboard).
-            include_dashboard=space.workers_per_trial > 1,
-            logging_level=logging.ERROR,
-            log_to_driver=True,
-            runtime_env={
-                "env_vars": {k: os.environ[k] for k in QUIET_ENV},
-                "worker_process_setup_hook": "search.devices.quiet_worker",
-            },
-        )
     multi_worker = space.workers_per_trial > 1
     trainable = tune.with_resources(
         functools.partial(

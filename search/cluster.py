@@ -1,0 +1,117 @@
+"""Running on a Ray cluster: every node must see the study's results directory and MLflow store.
+
+Trials write their models and checkpoints into the results directory on whichever node runs
+them, and the study reads them back on the head node; so a study on a cluster needs that
+directory on a shared filesystem (the same path on every node), and an MLflow store every node
+reaches: a server URL, or a sqlite file on the shared path. `check_shared` asks each live node
+before the first trial starts, and fails with the nodes and the fix otherwise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from search.errors import SpaceError
+
+
+def _probe(marker: str, token: str, store: str | None, server: str | None) -> list[str]:
+    """On one node: what it cannot reach (empty when all is well)."""
+    import os
+    import urllib.request
+
+    problems = []
+    try:
+        with open(marker) as file:
+            seen = file.read()
+        if seen != token:
+            problems.append(f"sees another {marker} (not the same filesystem)")
+        probe = f"{marker}.{os.getpid()}"
+        with open(probe, "w") as file:
+            file.write("")
+        os.remove(probe)
+    except OSError as error:
+        problems.append(f"cannot read and write the results directory ({error.strerror}: {error.filename})")
+    if store is not None and not os.path.isdir(os.path.dirname(store)):
+        problems.append(f"does not see the folder of the MLflow store {store}")
+    if server is not None:
+        try:
+            urllib.request.urlopen(server.rstrip("/") + "/health", timeout=5).close()
+        except OSError as error:
+            problems.append(f"cannot reach the MLflow server {server} ({getattr(error, 'reason', error)})")
+    return problems
+
+
+def auth_mode() -> str:
+    """"token" when this machine has a Ray token (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or
+    `~/.ray/auth_token`, which `ray start --head` writes), else "disabled"."""
+    import os
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return "token"
+    return "token" if (Path.home() / ".ray" / "auth_token").is_file() else "disabled"
+
+
+def connect(address: str, **init_kwargs: Any) -> None:
+    """Join the Ray cluster at `address`, or raise `SpaceError` saying how to start one."""
+    import socket
+
+    import ray
+
+    how = (
+        "Start one with `ray start --head --port=6379` on the head node (and "
+        "`ray start --address=HEAD:6379` on the others), then pass --address HEAD:6379. With token "
+        "authentication (the default of `ray start`), this machine needs the cluster's token: "
+        "`ray get-auth-token` on the head node, then RAY_AUTH_TOKEN=... here."
+    )
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():  # Ray waits for an unreachable address for ever: ask first
+        try:
+            socket.create_connection((host, int(port)), timeout=10).close()
+        except OSError as error:
+            raise SpaceError(f"Cannot connect to a Ray cluster at {address!r} ({error.strerror or error}). {how}") from error
+    try:
+        ray.init(address=address, **init_kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise SpaceError(f"Cannot connect to a Ray cluster at {address!r} ({str(error).splitlines()[0]}). {how}") from error
+
+
+def check_shared(results_dir: Path, tracking_uri: str) -> int:
+    """Ask every live node of the connected Ray cluster whether it reaches `results_dir` and
+    the MLflow store at `tracking_uri`; return the number of nodes, or raise `SpaceError`."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = uuid.uuid4().hex
+    marker = Path(results_dir) / f".shared-check-{token[:8]}"
+    marker.write_text(token)
+    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else None
+    server = tracking_uri if tracking_uri.startswith(("http://", "https://")) else None
+    probe = ray.remote(num_cpus=0)(_probe)
+    nodes: list[dict[str, Any]] = [node for node in ray.nodes() if node.get("Alive")]
+    try:
+        answers = ray.get(
+            [
+                probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                    str(marker), token, store, server
+                )
+                for node in nodes
+            ],
+            timeout=120,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    problems = [
+        f"node {node.get('NodeManagerAddress', node['NodeID'])} {problem}"
+        for node, found in zip(nodes, answers)
+        for problem in found
+    ]
+    if problems:
+        raise SpaceError(
+            "On a Ray cluster every node must reach the results directory and the MLflow store: "
+            + "; ".join(problems)
+            + f". Put --results-dir on a filesystem mounted at {Path(results_dir)} on every node, "
+            "and use an MLflow server (--tracking-uri http://HOST:PORT) or a sqlite store on that path."
+        )
+    return len(nodes)
