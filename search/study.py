@@ -381,7 +381,8 @@ def run_study(
             cluster.connect(address, **settings)
             cluster.check_shared(results_dir, tracking_uri)
         else:
-            ray.init(include_dashboard=space.workers_per_trial > 1, **settings)
+            # "local": a new instance, never a cluster some earlier `ray start` left behind.
+            ray.init(address="local", include_dashboard=space.workers_per_trial > 1, **settings)
     experiment = experiment or space.name
     runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     resumed = _find_interrupted_study(runs, space, results_dir) if resume else None

@@ -40,6 +40,8 @@ def _variant(old: str, new: str) -> str:
         (None, [str(ROOT / "spaces/mnist.py"), "--tracking-uri", "http://127.0.0.1:9/"], "is unreachable"),
         (None, [str(ROOT / "spaces/mnist.py"), "--tracking-uri", "sqlite:////nonexistent/dir/m.db"], "does not exist"),
         (None, [str(ROOT / "spaces/mnist.py"), "--results-dir", "{tmp}/file.txt/results"], "is not writable"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--gpu-memory-mb", "512"], "`gpus_per_trial` is 0"),
+        (None, [str(ROOT / "spaces/mnist.py"), "--address", "127.0.0.1:9"], "Cannot connect to a Ray cluster at '127.0.0.1:9'"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2_before_ray_starts(tmp_path, capsys, write, args, message):
@@ -61,7 +63,7 @@ def test_bad_input_gives_one_line_and_exit_code_2_before_ray_starts(tmp_path, ca
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("args", [["--trails", "3"], ["--scheduler", "pbt"], ["--trials", "0"]])
+@pytest.mark.parametrize("args", [["--trails", "3"], ["--scheduler", "pbt"], ["--trials", "0"], ["--workers-per-trial", "0"]])
 def test_unknown_cli_option_or_value_exits_2(capsys, args):
     with pytest.raises(SystemExit) as exit_info:
         launch.main(["spaces/mnist.py", *args])
@@ -69,7 +71,7 @@ def test_unknown_cli_option_or_value_exits_2(capsys, args):
     # Exit code 2 and one line, like every other input error.
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
-    assert {"--trails": "unrecognized arguments: --trails", "--scheduler": "invalid choice: 'pbt'", "--trials": "must be an integer >= 1"}[args[0]] in err
+    assert {"--trails": "unrecognized arguments: --trails", "--scheduler": "invalid choice: 'pbt'", "--trials": "must be an integer >= 1", "--workers-per-trial": "must be an integer >= 1"}[args[0]] in err
 
 
 @pytest.mark.timeout(600)
