@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import save
+
 ROOT = Path(__file__).parents[1]
 EPOCHS = 3
 MODELS = {
@@ -168,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
     report = {"replicas": replicas(), "workers": workers(options.out)}
-    (options.out / "distributed.json").write_text(json.dumps(report, indent=2))
-    text = table(report) + "\n"
-    (options.out / "distributed.md").write_text(text)
-    print("\n" + text)
+    save(options.out, "distributed", report, table(report))
     return 0
 
 

@@ -17,12 +17,13 @@ tracing included). It then breaks down where the rest of the time goes.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks import save
 
 ROOT = Path(__file__).parents[1]
 EPOCHS = 4
@@ -144,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
     report = {"startup": startup_costs(), "launcher": through_launcher(options.out), "loop": plain_loop()}
-    (options.out / "overhead.json").write_text(json.dumps(report, indent=2))
-    text = table(report) + "\n"
-    (options.out / "overhead.md").write_text(text)
-    print("\n" + text)
+    save(options.out, "overhead", report, table(report))
     return 0
 
 

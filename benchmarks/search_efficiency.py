@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import save
+
 ROOT = Path(__file__).parents[1]
 ARMS: dict[str, dict[str, Any]] = {
     "default": {"searcher": "tpe", "scheduler": "mo-asha"},
@@ -163,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
     report = run(options.budget, options.seeds, options.out)
-    (options.out / "search_efficiency.json").write_text(json.dumps(report, indent=2))
-    text = table(report) + "\n\n" + targets(report) + "\n"
-    (options.out / "search_efficiency.md").write_text(text)
-    print("\n" + text)
+    save(options.out, "search_efficiency", report, table(report) + "\n\n" + targets(report))
     return 0
 
 
