@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from search.cluster import _probe
-from tests.conftest import ROOT
+
+ROOT = Path(__file__).parents[1]
 
 
 def _free_port() -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT
-from tests.conftest import TINY
+ROOT = Path(__file__).parents[1]
 
 # Run in a fresh process: the CPU must be split into logical devices before TensorFlow starts.
 TWO_REPLICAS = """
@@ -25,8 +25,8 @@ print(json.dumps({{"first": reports[0], "final": final}}))
 
 
 @pytest.mark.timeout(300)
-def test_two_logical_cpus_train_as_two_mirrored_replicas_with_twice_the_global_batch():
-    config = {**TINY, "epochs": 2, "lr_scaling": "linear", "learning_rate": 0.002}
+def test_two_logical_cpus_train_as_two_mirrored_replicas_with_twice_the_global_batch(tiny_config):
+    config = {**tiny_config, "epochs": 2, "lr_scaling": "linear", "learning_rate": 0.002}
     done = subprocess.run(
         [sys.executable, "-c", TWO_REPLICAS.format(config=repr(config))],
         capture_output=True, text=True, cwd=ROOT, timeout=280,
@@ -37,7 +37,7 @@ def test_two_logical_cpus_train_as_two_mirrored_replicas_with_twice_the_global_b
     # The batch size is per replica: two replicas step through twice as many examples at once,
     # and the linear scaling rule doubles the learning rate with them.
     assert first["strategy"] == "MirroredStrategy" and first["replicas"] == 2
-    assert first["global_batch_size"] == 2 * TINY["batch_size"]
+    assert first["global_batch_size"] == 2 * tiny_config["batch_size"]
     assert first["learning_rate_applied"] == pytest.approx(2 * 0.002)
     # The model trains and reports like any other trial.
     assert final["epoch"] == 2 and final["complete"] is True
