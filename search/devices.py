@@ -111,7 +111,6 @@ def run_workers(
     gpu_memory_mb: int | None,
     storage_path: str,
     name: str,
-    log_level: str = "ERROR",
 ) -> None:
     """Train `config` on `workers` Ray Train workers, from inside a Tune trial.
 
@@ -133,11 +132,11 @@ def run_workers(
 
         import ray.train
 
-        # Ray Train configures its workers' logging to print every report (and TensorFlow's
-        # INFO lines) on the console; the trial's own reports are what the study shows.
-        logging.getLogger().setLevel(max(logging.WARNING, logging.getLevelName(log_level)))
-        for name in ("ray.train", "tensorflow"):
-            logging.getLogger(name).setLevel(log_level)
+        # Ray Train configures its workers' logging to print every report (through a logger
+        # named after its file, outside `ray.train`) and TensorFlow's INFO lines on the console;
+        # the trial's own reports are what the study shows. Errors still show.
+        for name in ("", "ray.train", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         prepare_process(per_worker["CPU"], gpu_memory_mb)
         trainable(worker_config, report=ray.train.report)
 
@@ -149,9 +148,8 @@ def run_workers(
             name=name,
             storage_path=storage_path,
             callbacks=[TuneReportCallback()],
-            # Ray Train logs every report at INFO, and warns every few seconds that its state
-            # API is unavailable (the study starts Ray without a dashboard); errors still show.
-            logging_config=LoggingConfig(log_level=log_level),
+            # Only errors from the `ray.train` loggers of the Train controller and workers.
+            logging_config=LoggingConfig(log_level="ERROR"),
         ),
     )
     trainer.fit()

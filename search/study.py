@@ -90,6 +90,7 @@ def _run_trial(
     models_dir: str,
     checkpoints_dir: str,
     cache_dir: str,
+    train_runs_dir: str,
     session: str,
 ) -> None:
     """The Tune function: train one configuration, forwarding each report to Tune.
@@ -102,8 +103,9 @@ def _run_trial(
     goes once the trial ends; if it raises, the checkpoint stays for a retry.
 
     With `workers` > 1 the trial drives a Ray Train run of that many workers sharing its
-    `cpus` and `gpus` (`search.devices.run_workers`); a trial stopped early ends with its
-    process, which takes the Train run down with it.
+    `cpus` and `gpus` (`search.devices.run_workers`), recorded by Ray Train under
+    `train_runs_dir`; a trial stopped early ends with its process, which takes the Train run
+    down with it.
     """
     from ray import tune
 
@@ -126,8 +128,8 @@ def _run_trial(
             cpus=cpus,
             gpus=gpus,
             gpu_memory_mb=gpu_memory_mb,
-            storage_path=str(Path(checkpoints_dir).parent.parent / "ray" / "train"),
-            name=f"{Path(checkpoints_dir).name}-{trial_id}",
+            storage_path=train_runs_dir,
+            name=trial_id,
         )
     else:
         devices.prepare_process(cpus, gpu_memory_mb)
@@ -453,6 +455,7 @@ def run_study(
             models_dir=str(models_dir),
             checkpoints_dir=str(checkpoints_dir),
             cache_dir=str(cache_dir),
+            train_runs_dir=str(results_dir / "ray" / "train" / study_name),
             session=uuid.uuid4().hex,
         ),
         # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.

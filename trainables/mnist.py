@@ -24,6 +24,7 @@ from trainables.quantization import QUANTIZATIONS
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from trainables.distribute import Placement
     from trainables.metrics import Report
 
 # Every key `train` accepts, with its default. A config key that is not here is an error.
@@ -162,12 +163,12 @@ def _print_report(metrics: dict[str, Any]) -> None:
     print("  ".join(f"{key}={metrics[key]:.4g}" for key in shown if key in metrics))
 
 
-def make_optimizer(config: dict[str, Any], *, decay_steps: int, learning_rate: float | None = None):
-    """The configured optimizer, its step size (`learning_rate`, else the config's) constant or
-    decaying to 0 along a cosine."""
+def make_optimizer(config: dict[str, Any], *, learning_rate: float, decay_steps: int):
+    """The configured optimizer, its step size `learning_rate` (the config's, after
+    `lr_scaling`) constant or decaying to 0 along a cosine."""
     from trainables._keras import keras
 
-    rate = float(config["learning_rate"] if learning_rate is None else learning_rate)
+    rate = float(learning_rate)
     if config["lr_schedule"] == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=decay_steps)
     if config["optimizer"] == "adam":
@@ -235,7 +236,7 @@ def train(
 
 def _train(
     config: dict[str, Any],
-    placement: Any,
+    placement: Placement,
     notes: list[str],
     report: Report,
     should_stop: Callable[[], bool] | None,
@@ -310,7 +311,7 @@ def _train(
                 weight=float(config["distillation_weight"]),
             )
         trained.compile(
-            optimizer=make_optimizer(config, decay_steps=steps_per_epoch * epochs, learning_rate=learning_rate),
+            optimizer=make_optimizer(config, learning_rate=learning_rate, decay_steps=steps_per_epoch * epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
             jit_compile=bool(config["jit_compile"]) and placement.devices != "TPU",
