@@ -1,4 +1,4 @@
-"""Pareto arithmetic on objective vectors: non-dominated sorting, crowding, knee, hypervolume.
+"""Pareto arithmetic on objective vectors: non-dominated sorting, epsilon-net order, knee, hypervolume.
 
 Objectives come as a mapping metric -> "max"/"min"; everything here first turns the values into
 losses (smaller is better; a missing or non-finite value is the worst possible), so one code path
@@ -38,33 +38,67 @@ def nondominated_ranks(loss: np.ndarray) -> np.ndarray:
     return _fast_non_domination_rank(finite)
 
 
-def crowding_distance(loss: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance within one set of points: larger means more isolated.
+def epsilon_net_order(loss: np.ndarray, first: int = 0) -> np.ndarray:
+    """Indices of the points in farthest-first order: the point best on objective `first`, then
+    each time the point farthest from all points already chosen (Clarkson's epsilon-net, as
+    Salinas et al. 2021 order a Pareto front; Syne Tune's `compute_epsilon_net`).
 
-    Boundary points of each objective get infinity, so extremes of a front are kept.
+    Distances are measured after scaling each objective to [0, 1] over these points, so the order
+    does not depend on the objectives' units (seconds or milliseconds). Ties go to the point that
+    comes first in `loss`.
     """
-    n, m = loss.shape
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for j in range(m):
-        order = np.argsort(loss[:, j], kind="stable")
-        column = loss[order, j]
-        span = column[-1] - column[0]
-        distance[order[0]] = distance[order[-1]] = np.inf
-        if span > 0 and np.isfinite(span):
-            distance[order[1:-1]] += (column[2:] - column[:-2]) / span
-    return distance
+    n = len(loss)
+    if n == 0:
+        return np.zeros(0, dtype=int)
+    scaled = _unit_scaled(loss)
+    order = [int(np.argmin(scaled[:, first]))]
+    nearest = np.linalg.norm(scaled - scaled[order[0]], axis=1)
+    nearest[order[0]] = -1.0
+    for _ in range(n - 1):
+        chosen = int(np.argmax(nearest))
+        order.append(chosen)
+        nearest = np.minimum(nearest, np.linalg.norm(scaled - scaled[chosen], axis=1))
+        nearest[order] = -1.0
+    return np.array(order)
 
 
-def promotion_order(loss: np.ndarray) -> np.ndarray:
-    """Indices best first: by non-domination rank, then by crowding distance within a rank."""
+def _unit_scaled(loss: np.ndarray) -> np.ndarray:
+    """Each column mapped to [0, 1] over its finite values; a non-finite value (a missing or NaN
+    objective) counts as 1 unit worse than the worst, and a column with no finite value as 0."""
+    scaled = np.zeros(loss.shape)
+    for j in range(loss.shape[1]):
+        column = loss[:, j]
+        finite = np.isfinite(column)
+        if not finite.any():
+            continue
+        low, high = column[finite].min(), column[finite].max()
+        span = high - low if high > low else 1.0
+        scaled[:, j] = np.where(finite, (column - low) / span, 2.0)
+    return scaled
+
+
+def promotion_order(loss: np.ndarray, first: int = 0) -> np.ndarray:
+    """Indices best first: by non-dominated front, then within each front in epsilon-net order
+    starting from the point best on objective `first` (Syne Tune's `NonDominatedPriority`)."""
     ranks = nondominated_ranks(loss)
-    crowding = np.zeros(len(loss))
+    order: list[int] = []
     for rank in np.unique(ranks):
         members = np.flatnonzero(ranks == rank)
-        crowding[members] = crowding_distance(loss[members])
-    return np.lexsort((-crowding, ranks))
+        order.extend(members[epsilon_net_order(loss[members], first)].tolist())
+    return np.array(order, dtype=int)
+
+
+def promotion_rank(newcomer: np.ndarray, recorded: np.ndarray, first: int = 0) -> int:
+    """How many of the `recorded` vectors come before `newcomer` in `promotion_order` (0 = best).
+
+    The answer depends only on the vectors, never on the order they were recorded in: the
+    recorded vectors are sorted by value first, and the newcomer goes ahead of them, so a tie
+    (an identical vector, or an equal distance in the epsilon-net) is resolved in its favour.
+    """
+    recorded = np.asarray(recorded, dtype=float).reshape(-1, len(newcomer))
+    by_value = recorded[np.lexsort(recorded.T[::-1])] if len(recorded) else recorded
+    points = np.vstack([np.asarray(newcomer, dtype=float)[None, :], by_value])
+    return int(np.flatnonzero(promotion_order(points, first) == 0)[0])
 
 
 def knee_index(loss: np.ndarray) -> int:

@@ -17,6 +17,8 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.schedulers import TrialScheduler
 
 from search.errors import SpaceError
+from search.pareto import losses
+from search.pareto import promotion_rank
 from search.space import SCHEDULERS
 
 
@@ -72,11 +74,21 @@ class MultiObjectiveASHA(FIFOScheduler):
     """Asynchronous successive halving that promotes by Pareto dominance (MO-ASHA).
 
     When a trial reaches a rung (`grace_period * reduction_factor**k` epochs), its objective
-    vector is recorded there, and all vectors recorded at that rung are ordered by non-dominated
-    sorting, ties within a front broken by crowding distance (Schmucker et al., 2021, "Multi-
-    objective asynchronous successive halving"). The trial goes on if it is among the best
-    `ceil(n / reduction_factor)` of the `n` recorded, itself included; otherwise it is stopped.
-    Like ASHA, the first trials at a rung always go on, and decisions are never revisited.
+    vector is ranked among the vectors recorded at that rung before it, and recorded there. The
+    ranking is Syne Tune's `NonDominatedPriority` (Schmucker et al. 2021; Salinas et al. 2021):
+    non-dominated fronts first, and within a front an epsilon-net order that starts from the
+    point best on the first objective (`search.pareto.promotion_order`). The trial goes on if
+    its 0-based position `p` among the `n` vectors (itself included) satisfies
+    `p / n <= 1 / reduction_factor`, so the first trial at a rung always goes on, and a tie is
+    resolved in the newcomer's favour. Decisions are never revisited.
+
+    The ranking depends only on the vectors at the rung, never on the order they arrived in.
+    Two differences from Syne Tune 0.16's `MOASHA`, both intended (see `tests/test_schedulers.py`):
+    Syne Tune uses the epsilon-net's *order* (which index comes first) as if it were each
+    vector's *priority*, so in rungs of three or more it can rank the newcomer by another
+    trial's place; and it measures epsilon-net distances in the objectives' own units, which
+    lets seconds outweigh accuracy. Here each vector gets its own position, and distances are
+    taken after scaling each objective to [0, 1] over the rung.
 
     Args:
         objectives: metric -> "max" or "min", two or more (one works too and is plain ASHA).
@@ -106,16 +118,13 @@ class MultiObjectiveASHA(FIFOScheduler):
         self.stopped_at_rung: Counter[int] = Counter()
 
     def promote(self, rung: int, trial_id: str, result: Mapping[str, Any]) -> bool:
-        """Record `result` at `rung` and say whether the trial may go on."""
-        from search.pareto import losses
-        from search.pareto import promotion_order
-
+        """Rank `result` among the vectors recorded at `rung`, record it, and say whether the
+        trial may go on."""
         recorded = self.rungs[rung]
-        recorded[trial_id] = losses([result], self.objectives)[0]
-        ids = list(recorded)
-        order = promotion_order(np.array([recorded[i] for i in ids]))
-        keep = math.ceil(len(ids) / self.reduction_factor)
-        return ids.index(trial_id) in set(order[:keep].tolist())
+        vector = losses([result], self.objectives)[0]
+        position = promotion_rank(vector, np.array(list(recorded.values())))
+        recorded[trial_id] = vector
+        return position / len(recorded) <= 1 / self.reduction_factor
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         # Objectives a trainable measures only at the end (model size, latency) are absent at

@@ -23,14 +23,29 @@ def test_nondominated_ranks_on_hand_made_points():
     np.testing.assert_array_equal(pareto.nondominated_ranks(loss), [0, 0, 1, 0, 2])
 
 
-def test_crowding_keeps_the_extremes_and_prefers_isolated_points():
-    loss = np.array([[0.0, 4.0], [1.0, 3.0], [1.2, 2.8], [4.0, 0.0]])
-    distance = pareto.crowding_distance(loss)
-    # The two ends of each objective are infinitely crowded-out (always kept) ...
-    assert np.isinf(distance[0]) and np.isinf(distance[3])
-    # ... and of the inner points the one with more room around it ranks higher.
-    assert distance[2] > distance[1]
-    np.testing.assert_array_equal(pareto.promotion_order(loss)[2:], [2, 1])
+def test_epsilon_net_starts_from_the_first_objective_and_then_takes_the_farthest_point():
+    #                 accuracy loss, seconds
+    loss = np.array([[-0.90, 1.0], [-0.97, 1.8], [-0.80, 0.2], [-0.85, 0.5]])
+    # The most accurate point first; then the point farthest from it (the fastest); then the
+    # one farthest from both, once the objectives are scaled to [0, 1].
+    np.testing.assert_array_equal(pareto.epsilon_net_order(loss), [1, 2, 0, 3])
+    # Scaling makes the order independent of units: milliseconds instead of seconds.
+    np.testing.assert_array_equal(pareto.epsilon_net_order(loss * [1, 1000]), [1, 2, 0, 3])
+
+
+def test_promotion_rank_sorts_by_front_then_epsilon_net_and_ignores_arrival_order():
+    recorded = np.array([[-0.90, 1.0], [-0.80, 0.3], [-0.70, 2.0]])
+    # A newcomer dominating (0.90, 1.0) shares the first front with (0.80, 0.3) and is the
+    # most accurate of it, so it comes first; the dominated (0.70, 2.0) comes last.
+    assert pareto.promotion_rank(np.array([-0.95, 0.9]), recorded) == 0
+    assert pareto.promotion_rank(np.array([-0.60, 3.0]), recorded) == 3
+    # The same vectors recorded in any order give the same rank.
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0]):
+        assert pareto.promotion_rank(np.array([-0.85, 0.6]), recorded[order]) == pareto.promotion_rank(
+            np.array([-0.85, 0.6]), recorded
+        )
+    # A tie (an identical vector) is resolved in the newcomer's favour.
+    assert pareto.promotion_rank(np.array([-0.90, 1.0]), np.array([[-0.90, 1.0]])) == 0
 
 
 def test_knee_is_the_balanced_point_of_the_front():
