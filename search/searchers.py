@@ -2,9 +2,9 @@
 
 Ray's `OptunaSearch` tells Optuna that a trial the scheduler stopped early COMPLETED with its
 partial values: a trial cut after one epoch then looks fast, and the sampler learns from it as if
-it were a full-budget result. `TruthfulOptunaSearch` tells such trials as PRUNED (Optuna's own
-word for "stopped early by a pruner"; TPE ranks pruned trials below every complete one, NSGA-II
-leaves them out of its population), and trials whose objectives are NaN or infinite as FAILED.
+it were a full-budget result. `TruthfulOptunaSearch` tells such trials so that they never count
+as full-budget results (by default as infeasible: see the class), and trials whose objectives
+are NaN or infinite as FAILED.
 """
 
 from __future__ import annotations
@@ -23,44 +23,97 @@ from search.space import SearchSpace
 from search.space import typed_params
 
 
+# How a trial the scheduler stopped early is told to Optuna (see `TruthfulOptunaSearch`).
+STOPPED_TRIALS = ("infeasible", "pruned", "ignored")
+# The constraint a trial stopped early violates under "infeasible": the share of its epochs it
+# did not run (0 < value < 1; a full-budget trial has none and is feasible).
+EPOCHS_MISSING = "epochs_missing"
+
+
 class TruthfulOptunaSearch(OptunaSearch):
-    """`OptunaSearch` that reports early-stopped trials as PRUNED and NaN results as FAILED.
+    """`OptunaSearch` that never tells a trial stopped early as a full-budget result.
+
+    Ray's `OptunaSearch` tells Optuna that a trial the scheduler stopped COMPLETED with its
+    partial values, so a trial cut after one epoch looks fast and lands on Optuna's front. Here
+    a trial stopped early is told one of three ways (`stopped_trials`):
+
+    - "infeasible": COMPLETE with the values it reached, and an Optuna constraint
+      `epochs_missing` = the share of `max_t` it did not run. Infeasible trials never dominate a
+      feasible (full-budget) one: TPE fills its "good" group from them only after every
+      feasible trial, ordered by how far they got, and NSGA-II ranks them behind every feasible
+      trial. Needs every objective at the rung; a trial without one is told PRUNED.
+    - "pruned": PRUNED, without values. Optuna 5's TPE fills its "good" group with pruned trials
+      in arbitrary order when it has too few complete ones (multi-objective trials carry no
+      intermediate values to order them by).
+    - "ignored": FAIL: the searcher learns nothing from it.
+
+    Trials whose objectives are NaN or infinite are told FAIL.
 
     Args:
         stopped_early: tells, by Ray trial id, whether the scheduler stopped the trial early.
+        stopped_trials: one of `STOPPED_TRIALS`.
+        max_t: epochs of a full-budget trial (for `epochs_missing`).
+        time_attr: the result entry that counts epochs.
         **kwargs: passed to `OptunaSearch` (space, metric, mode, sampler).
     """
 
-    def __init__(self, *, stopped_early: Callable[[str], bool], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        stopped_early: Callable[[str], bool],
+        stopped_trials: str = "pruned",
+        max_t: int = 1,
+        time_attr: str = "epoch",
+        **kwargs: Any,
+    ) -> None:
+        if stopped_trials not in STOPPED_TRIALS:
+            raise SpaceError(f"Unknown way to tell stopped trials {stopped_trials!r}; choose one of {STOPPED_TRIALS}.")
         super().__init__(**kwargs)
         self._stopped_early = stopped_early
+        self.stopped_trials = stopped_trials
+        self._max_t = max_t
+        self._time_attr = time_attr
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if result and self._stopped_early(trial_id):
-            result = None  # no values and no error: OptunaSearch tells it as PRUNED
+            if self.stopped_trials == "infeasible" and all(_finite(result.get(m)) for m in self.metric):
+                missing = 1.0 - float(result.get(self._time_attr, 0)) / self._max_t
+                self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, max(missing, 1e-9))
+            elif self.stopped_trials == "ignored":
+                result, error = None, True  # told as FAIL
+            else:
+                result = None  # no values and no error: OptunaSearch tells it as PRUNED
         elif result and not all(_finite(result.get(m)) for m in self.metric):
             result, error = None, True  # told as FAIL
         super().on_trial_complete(trial_id, result, error)
 
     def tell_history(self, rows: list[dict[str, Any]], space: SearchSpace) -> None:
         """Teach Optuna what an interrupted study measured, as it would have been told live:
-        full-budget trials COMPLETE with their objectives, early-stopped ones PRUNED, failed
-        ones FAIL."""
+        full-budget trials COMPLETE with their objectives, early-stopped ones as
+        `stopped_trials` says, failed ones FAIL."""
         distributions = {name: domain.distribution() for name, domain in space.params.items()}
         for row in rows:
             params, present = typed_params(row, distributions)
             values = [row.get(metric) for metric in space.objectives]
-            state = {"stopped": TrialState.PRUNED, "failed": TrialState.FAIL}.get(row["status"], TrialState.COMPLETE)
-            if state == TrialState.COMPLETE and not all(_finite(v) for v in values):
+            known = all(_finite(v) for v in values)
+            state, system_attrs = TrialState.COMPLETE, {}
+            if row["status"] == "failed" or not known and row["status"] != "stopped":
                 state = TrialState.FAIL
+            elif row["status"] == "stopped":
+                if self.stopped_trials == "infeasible" and known and _finite(row.get(self._time_attr)):
+                    missing = max(1.0 - float(row[self._time_attr]) / self._max_t, 1e-9)
+                    system_attrs = {f"constraints:{EPOCHS_MISSING}": missing}
+                else:
+                    state = TrialState.FAIL if self.stopped_trials == "ignored" else TrialState.PRUNED
             self._ot_study.add_trial(
                 optuna.trial.create_trial(
                     params=params,
                     distributions=present,
                     values=[float(v) for v in values] if state == TrialState.COMPLETE else None,
                     state=state,
+                    system_attrs=system_attrs,
                 )
             )
 
@@ -107,12 +160,37 @@ def variant_generator(space: SearchSpace, first_configs: list[dict[str, Any]] | 
     return generator, param_space
 
 
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    """A seeded Optuna sampler: "tpe" (default), "nsga2" or "random"."""
+def make_searcher(
+    space: SearchSpace,
+    stopped_early: Callable[[str], bool],
+    *,
+    stopped_trials: str = "pruned",
+    first_configs: list[dict[str, Any]] | None = None,
+    sampler_options: dict[str, Any] | None = None,
+) -> TruthfulOptunaSearch:
+    """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
+    optimising `space.objectives`; `first_configs` are suggested first."""
+    searcher = TruthfulOptunaSearch(
+        space=space.suggest,
+        metric=list(space.objectives),
+        mode=list(space.objectives.values()),
+        sampler=make_sampler(space.searcher, space.seed, **(sampler_options or {})),
+        stopped_early=stopped_early,
+        stopped_trials=stopped_trials,
+        max_t=space.max_epochs,
+    )
+    if first_configs:
+        searcher.enqueue(first_configs, space)
+    return searcher
+
+
+def make_sampler(kind: str, seed: int, **options: Any) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler: "tpe" (default), "nsga2" or "random"; `options` go to its
+    constructor."""
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, **options)
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed, **options)
     raise SpaceError(f"Unknown searcher {kind!r}; choose one of {SEARCHERS}.")

@@ -345,8 +345,7 @@ def run_study(
     from search import front as front_module
     from search.progress import ProgressLines
     from search.schedulers import make_scheduler
-    from search.searchers import TruthfulOptunaSearch
-    from search.searchers import make_sampler
+    from search.searchers import make_searcher
     from search.searchers import variant_generator
     from search.tracking import StudyRuns
     from search.tracking import TrialRuns
@@ -406,15 +405,7 @@ def run_study(
         searcher = None
         search_alg, param_space = variant_generator(space, first_configs)
     else:
-        searcher = TruthfulOptunaSearch(
-            space=space.suggest,
-            metric=list(space.objectives),
-            mode=list(space.objectives.values()),
-            sampler=make_sampler(space.searcher, space.seed),
-            stopped_early=stopped_early,
-        )
-        if first_configs:
-            searcher.enqueue(first_configs, space)
+        searcher = make_searcher(space, stopped_early, first_configs=first_configs)
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
     trial_runs = TrialRuns(runs, stopped_early=stopped_early)
     if resumed:

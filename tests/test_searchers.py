@@ -97,3 +97,36 @@ def test_ray_tunes_random_search_refuses_conditional_parameters():
             name="v", trainable=train, searcher="variant", objectives={"val_accuracy": "max"},
             params={"architecture": Choice(["mlp", "cnn"]), "kernel_size": Choice([3, 5], when={"architecture": "cnn"})},
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("told", ["infeasible", "pruned", "ignored"])
+def test_a_resumed_study_tells_optuna_its_history_as_it_was_told_live(told):
+    from search.searchers import make_searcher
+
+    space = _space().replace(max_epochs=8)
+    stopped = {"s"}
+    live = make_searcher(space, stopped.__contains__, stopped_trials=told)
+    results = {"f": {"epoch": 8, "val_accuracy": 0.9, "epoch_time_s": 2.0}, "s": {"epoch": 2, "val_accuracy": 0.6, "epoch_time_s": 0.1}}
+    configs = {trial_id: live.suggest(trial_id) for trial_id in results}
+    for trial_id, result in results.items():
+        live.on_trial_complete(trial_id, result)
+    resumed = make_searcher(space, stopped.__contains__, stopped_trials=told)
+    rows = [
+        {"status": "finished" if trial_id == "f" else "stopped", "learning_rate": configs[trial_id]["learning_rate"], **results[trial_id]}
+        for trial_id in results
+    ]
+    resumed.tell_history(rows, space)
+
+    def told_as(searcher):
+        return [(t.state, t.values, t.constraints) for t in searcher._ot_study.trials]
+
+    # The same states, values and constraints, whether told live or from the record.
+    assert told_as(resumed) == told_as(live)
+    state, values, constraints = told_as(live)[1]
+    expected = {"infeasible": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "ignored": TrialState.FAIL}[told]
+    assert state == expected
+    if told == "infeasible":
+        # Its rung values, and a violated constraint: it ran 2 of 8 epochs.
+        assert values == [0.6, 0.1] and constraints == {"epochs_missing": pytest.approx(0.75)}
+    # Whatever the mode, Optuna's front holds only the full-budget trial.
+    assert [t.number for t in live._ot_study.best_trials] == [0]

@@ -1,0 +1,281 @@
+"""Search quality on simulated time: the product's methods against random search and Syne Tune.
+
+Each arm searches each table (`benchmarks.problems`) for the same simulated budget on the same
+simulated workers, over many seeds (`benchmarks.simulator`). Measured per run, on the
+full-budget trials that ended in time: the anytime hypervolume (objectives scaled so the
+table's true Pareto front spans [0, 1] in each; reference point 1.1, the product's own 10%
+margin) and the hypervolume regret at the budget (the true front's hypervolume minus the
+run's). Written to `benchmarks/results/simulated.json`, with one PNG of anytime curves per table.
+
+    python -m benchmarks.simulate [--seeds 20] [--benchmarks mnist-curves nasbench201-cifar10]
+    python -m benchmarks.simulate --experiment stopped-trials   # what Optuna is told (README)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).parents[1]
+GRID = 200  # points of the anytime curves
+
+# Arm -> how it changes the problem's space, or "peer". The first is the product's default.
+ARMS: dict[str, dict[str, Any]] = {
+    "default": {"searcher": "tpe", "scheduler": "mo-asha"},
+    "random": {"searcher": "random", "scheduler": "none"},
+    "tpe": {"searcher": "tpe", "scheduler": "none"},
+    "tpe-asha-accuracy": {"searcher": "tpe", "scheduler": "asha", "primary_only": True},
+    "nsga2-moasha": {"searcher": "nsga2", "scheduler": "mo-asha"},
+    "syne-tune-moasha": {"peer": True},
+}
+DESCRIPTION = {
+    "default": "TPE + MO-ASHA (the product's default)",
+    "random": "random search, no early stopping",
+    "tpe": "TPE, no early stopping",
+    "tpe-asha-accuracy": "TPE + ASHA, on accuracy alone",
+    "nsga2-moasha": "NSGA-II + MO-ASHA",
+    "syne-tune-moasha": "Syne Tune 0.16 MOASHA (random + its MO-ASHA)",
+}
+# What Optuna is told about trials stopped early (search.searchers.STOPPED_TRIALS), on the
+# default method; the experiment that chose the shipped rule.
+STOPPED_TRIALS_ARMS = {
+    f"default-{told}": {"searcher": "tpe", "scheduler": "mo-asha", "stopped_trials": told}
+    for told in ("infeasible", "pruned", "ignored")
+}
+# Settings of the TPE sampler (the default searcher), compared on held-out seeds.
+TPE_ARMS = {
+    "tpe-independent": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"multivariate": False}},
+    "tpe-multivariate": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"multivariate": True, "group": True}},
+    "tpe-liar": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"constant_liar": True}},
+    "tpe-multivariate-liar": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"multivariate": True, "group": True, "constant_liar": True}},
+    "tpe-startup-5": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"n_startup_trials": 5}},
+}
+BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")
+
+_problems: dict[str, Any] = {}
+
+
+def problem(name: str) -> Any:
+    """The named table, loaded once per process."""
+    from benchmarks import problems
+
+    if name not in _problems:
+        if name == "mnist-curves":
+            _problems[name] = problems.MnistCurves()
+        elif name.startswith("nasbench201-"):
+            _problems[name] = problems.NasBench201(dataset=name.split("-", 1)[1])
+        else:
+            raise ValueError(f"Unknown benchmark {name!r}; choose from {BENCHMARKS}.")
+    return _problems[name]
+
+
+def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
+    from benchmarks.simulator import ProductPolicy
+    from benchmarks.simulator import SyneTunePolicy
+    space = bench.space.replace(seed=seed)
+    if arm.get("peer"):
+        return SyneTunePolicy(space, seed)
+    changes = {k: v for k, v in arm.items() if k in ("searcher", "scheduler")}
+    if arm.get("primary_only"):
+        changes["objectives"] = dict([next(iter(space.objectives.items()))])
+    return ProductPolicy(space.replace(**changes), stopped_trials=arm.get("stopped_trials"), sampler_options=arm.get("sampler_options"))
+
+
+def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
+    """One arm, one seed, one table: the anytime hypervolume on the grid, and counts."""
+    import optuna
+
+    from benchmarks.simulator import anytime_hypervolume
+    from benchmarks.simulator import simulate
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    name, arm_name, arm, seed = job
+    bench = problem(name)
+    np.random.seed(seed)
+    started = time.perf_counter()
+    ended = simulate(bench, policy_for(bench, arm, seed))
+    scale, reference, _ = normalisation(bench)
+    times = np.linspace(0, bench.budget_s, GRID + 1)
+    curve = anytime_hypervolume(ended, bench.objectives, scale, reference, times)
+    statuses = [trial.status for trial in ended]
+    return {
+        "benchmark": name,
+        "arm": arm_name,
+        "seed": seed,
+        "curve": curve.tolist(),
+        "trials": len(ended),
+        "finished": statuses.count("finished"),
+        "stopped": statuses.count("stopped"),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def normalisation(bench: Any) -> tuple[Any, np.ndarray, float]:
+    """Scaling of losses so the true front spans [0, 1]; the reference point; the true front's
+    hypervolume."""
+    from search import pareto
+
+    losses = bench.final_losses()
+    front = losses[pareto.nondominated_ranks(losses) == 0]
+    ideal, nadir = front.min(axis=0), front.max(axis=0)
+    span = np.where(nadir > ideal, nadir - ideal, 1.0)
+
+    def scale(loss: np.ndarray) -> np.ndarray:
+        return (loss - ideal) / span
+
+    reference = np.full(losses.shape[1], 1.1)
+    return scale, reference, pareto.hypervolume(scale(front), reference)
+
+
+def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: list[int]) -> dict[str, Any]:
+    bench = problem(name)
+    _, _, true_hv = normalisation(bench)
+    times = np.linspace(0, bench.budget_s, GRID + 1)
+    curves = {arm: np.array([r["curve"] for r in runs if r["arm"] == arm]) for arm in arms}
+    random_arm = "random" if "random" in arms else arms[0]
+    random_final = curves[random_arm][:, -1].mean()
+    summary: dict[str, Any] = {
+        "third_party": bench.third_party,
+        "source": bench.source,
+        "seeds": len(seeds),
+        "first_seed": seeds[0],
+        "budget_s": float(bench.budget_s),
+        "workers": bench.workers,
+        "objectives": dict(bench.objectives),
+        "true_front_hv": float(true_hv),
+        "default_arm": arms[0],
+        "random_arm": random_arm,
+        "peer_arm": "syne-tune-moasha" if "syne-tune-moasha" in arms else None,
+        "arms": {},
+    }
+    for arm in arms:
+        curve = curves[arm]
+        regret = true_hv - curve[:, -1]
+        mean = curve.mean(axis=0)
+        reached = np.flatnonzero(mean >= random_final - 1e-12)
+        mine = [r for r in runs if r["arm"] == arm]
+        summary["arms"][arm] = {
+            "description": DESCRIPTION.get(arm, arm),
+            "hv_regret_mean": float(regret.mean()),
+            "hv_regret_se": float(regret.std(ddof=1) / np.sqrt(len(regret))) if len(regret) > 1 else 0.0,
+            "hv_at_budget_mean": float(curve[:, -1].mean()),
+            "hv_at_third_mean": float(curve[:, GRID // 3].mean()),
+            "time_to_random_final_hv_s": float(times[reached[0]]) if len(reached) else None,
+            "trials_mean": float(np.mean([r["trials"] for r in mine])),
+            "finished_mean": float(np.mean([r["finished"] for r in mine])),
+            "stopped_mean": float(np.mean([r["stopped"] for r in mine])),
+        }
+    return summary
+
+
+def plot(name: str, runs: list[dict[str, Any]], summary: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = np.linspace(0, summary["budget_s"], GRID + 1) / 3600
+    figure, axis = plt.subplots(figsize=(8, 5))
+    for arm in summary["arms"]:
+        curve = np.array([r["curve"] for r in runs if r["arm"] == arm])
+        mean, se = curve.mean(axis=0), curve.std(axis=0, ddof=1) / np.sqrt(len(curve))
+        axis.plot(times, mean, label=DESCRIPTION.get(arm, arm), linewidth=2.5 if arm == summary["default_arm"] else 1.2)
+        axis.fill_between(times, mean - se, mean + se, alpha=0.2)
+    axis.axhline(summary["true_front_hv"], color="black", linestyle=":", label="the table's true front")
+    axis.set_xlabel("simulated wall-clock time (hours)")
+    axis.set_ylabel("hypervolume of full-budget trials (scaled)")
+    axis.set_title(f"{name}: {summary['workers']} workers, {summary['seeds']} seeds, mean ± standard error")
+    axis.legend(loc="lower right", fontsize=8)
+    axis.grid(alpha=0.3)
+    path = out / f"simulated_{name}.png"
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    for name, summary in results["benchmarks"].items():
+        lines += [
+            f"### {name} ({summary['seeds']} seeds, budget {summary['budget_s'] / 3600:.2f} h simulated, {summary['workers']} workers)",
+            "",
+            f"Source: {summary['source']}. True front hypervolume {summary['true_front_hv']:.4f}.",
+            "",
+            "| arm | HV regret at budget (mean ± SE) | HV at 1/3 budget | HV at budget | time to random's final HV | trials (finished / stopped) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for arm, row in summary["arms"].items():
+            reach = row["time_to_random_final_hv_s"]
+            reach_text = f"{reach / summary['budget_s']:.0%} of budget" if reach is not None else "never"
+            lines.append(
+                f"| {row['description']} | {row['hv_regret_mean']:.4f} ± {row['hv_regret_se']:.4f} | "
+                f"{row['hv_at_third_mean']:.4f} | {row['hv_at_budget_mean']:.4f} | {reach_text} | "
+                f"{row['trials_mean']:.0f} ({row['finished_mean']:.0f} / {row['stopped_mean']:.0f}) |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run(benchmarks: list[str], arms: dict[str, dict[str, Any]], seeds: list[int], processes: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    jobs = [(name, arm_name, arm, seed) for name in benchmarks for seed in seeds for arm_name, arm in arms.items()]
+    started = time.perf_counter()
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            runs = pool.map(run_one, jobs, chunksize=1)
+    else:
+        runs = [run_one(job) for job in jobs]
+    print(f"{len(jobs)} simulated studies in {time.perf_counter() - started:.0f} s on {processes} processes", flush=True)
+    results: dict[str, Any] = {"benchmarks": {}}
+    for name in benchmarks:
+        mine = [r for r in runs if r["benchmark"] == name]
+        results["benchmarks"][name] = summarise(name, mine, list(arms), seeds)
+    return results, runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.simulate", description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
+    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {list(ARMS)}")
+    parser.add_argument("--experiment", choices=["arms", "stopped-trials", "tpe"], default="arms")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    options = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if options.experiment == "stopped-trials":
+        arms = STOPPED_TRIALS_ARMS | {"random": ARMS["random"]}
+        stem = "simulated_stopped_trials"
+    elif options.experiment == "tpe":
+        arms = TPE_ARMS | {"random": ARMS["random"]}
+        stem = "simulated_tpe"
+    else:
+        arms = {name: ARMS[name] for name in (options.arms or ARMS)}
+        stem = "simulated"
+    for name in options.benchmarks:
+        problem(name)  # load before forking
+    seeds = list(range(options.first_seed, options.first_seed + options.seeds))
+    results, runs = run(options.benchmarks, arms, seeds, options.processes)
+    results["machine"] = f"{os.cpu_count()} CPUs; simulated clock, so the numbers do not depend on the machine"
+    results["date"] = time.strftime("%Y-%m-%d")
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    text = table(results)
+    (options.out / f"{stem}.md").write_text(text + "\n")
+    if options.experiment == "arms":
+        for name in options.benchmarks:
+            plot(name, [r for r in runs if r["benchmark"] == name], results["benchmarks"][name], options.out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The simulated-time backend drives the product's own scheduler and searcher on a table."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from benchmarks.simulator import Curve
+from benchmarks.simulator import ProductPolicy
+from benchmarks.simulator import SyneTunePolicy
+from benchmarks.simulator import simulate
+from benchmarks.problems import table_lookup
+from search.space import Float
+from search.space import SearchSpace
+
+
+@dataclasses.dataclass
+class Toy:
+    """Accuracy rises with `quality` and epochs; an epoch takes `cost` seconds."""
+
+    name: str = "toy"
+    source: str = "made up in the test"
+    third_party: bool = False
+    workers: int = 2
+    budget_s: float = 60.0
+
+    def __post_init__(self):
+        self.objectives = {"val_accuracy": "max", "epoch_time_s": "min"}
+        self.space = SearchSpace(
+            name="toy",
+            trainable=table_lookup,
+            params={"quality": Float(0.0, 1.0), "cost": Float(0.1, 1.0)},
+            objectives=self.objectives,
+            max_epochs=9,
+            grace_period=1,
+            reduction_factor=3,
+            max_concurrent=self.workers,
+        )
+
+    def curve(self, config):
+        accuracy = [0.5 + 0.4 * config["quality"] * config["cost"] * (1 - math.exp(-k)) for k in range(1, 10)]
+        reports = tuple({"val_accuracy": a, "epoch_time_s": config["cost"]} for a in accuracy)
+        return Curve(reports, (config["cost"],) * 9)
+
+    def final_losses(self):
+        return np.zeros((0, 2))
+
+
+def _space(problem, **changes):
+    return problem.space.replace(**changes)
+
+
+def test_a_simulated_study_is_deterministic_per_seed_and_ends_at_its_budget():
+    problem = Toy()
+    first = simulate(problem, ProductPolicy(_space(problem, seed=1)))
+    again = simulate(problem, ProductPolicy(_space(problem, seed=1)))
+    other = simulate(problem, ProductPolicy(_space(problem, seed=2)))
+    # The same seed gives the same study, trial for trial; another seed another study.
+    assert [(t.config, t.ended_at, t.status) for t in first] == [(t.config, t.ended_at, t.status) for t in again]
+    assert [t.config for t in first] != [t.config for t in other]
+    # Nothing ends after the budget; trials running then are cut off, not counted.
+    assert max(t.ended_at for t in first) <= problem.budget_s
+    # MO-ASHA stopped trials early, at its rungs (epochs 1 and 3 of 9), and let others finish.
+    stopped = [t for t in first if t.status == "stopped"]
+    assert stopped and {t.epochs for t in stopped} <= {1, 3}
+    assert any(t.status == "finished" and t.epochs == 9 for t in first)
+
+
+def test_two_workers_run_trials_side_by_side_on_the_simulated_clock():
+    problem = Toy(budget_s=1e9)
+    space = _space(problem, scheduler="none", num_samples=4)
+    ended = simulate(problem, ProductPolicy(space), budget_s=20.0)
+    # Without early stopping every trial runs 9 epochs of `cost` seconds; two run at once, so
+    # the summed trial time is close to twice the elapsed time.
+    busy = sum(9 * t.config["cost"] for t in ended)
+    assert all(t.status == "finished" for t in ended)
+    assert busy > 1.5 * max(t.ended_at for t in ended)
+
+
+@pytest.mark.parametrize(
+    "told, state",
+    [("infeasible", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("ignored", TrialState.FAIL)],
+)
+def test_the_searcher_never_takes_a_stopped_trial_for_a_full_budget_result(told, state):
+    problem = Toy()
+    policy = ProductPolicy(_space(problem, seed=0), stopped_trials=told)
+    ended = simulate(problem, policy)
+    study = policy.searcher.searcher._ot_study
+    by_number = {trial.number: trial for trial in study.trials}
+    stopped = [t for t in ended if t.status == "stopped"]
+    assert stopped
+    # Trials are numbered in the order they were suggested, as the simulator numbers them.
+    for trial in stopped:
+        assert by_number[trial.trial_id].state == state
+        if told == "infeasible":
+            # Told with the values it reached, and a violated constraint: the epochs it missed.
+            assert by_number[trial.trial_id].constraints["epochs_missing"] == pytest.approx(1 - trial.epochs / 9)
+    # Optuna's own front holds full-budget trials only.
+    finished = {t.trial_id for t in ended if t.status == "finished"}
+    assert {trial.number for trial in study.best_trials} <= finished
+
+
+def test_syne_tunes_moasha_runs_on_the_same_loop():
+    problem = Toy()
+    ended = simulate(problem, SyneTunePolicy(problem.space, seed=0))
+    # The peer suggests, stops at the same rungs and finishes trials through the same clock.
+    assert {t.status for t in ended} == {"finished", "stopped"}
+    assert {t.epochs for t in ended if t.status == "stopped"} <= {1, 3}
+
+
+def test_the_simulated_benchmark_writes_its_results_in_seconds(tmp_path):
+    from benchmarks import simulate as benchmark
+
+    benchmark.main(["--benchmarks", "mnist-curves", "--seeds", "2", "--arms", "default", "random",
+                    "--processes", "1", "--out", str(tmp_path)])  # fmt: skip
+    results = json.loads((tmp_path / "simulated.json").read_text())
+    mnist = results["benchmarks"]["mnist-curves"]
+    # The documented schema, with the default and random arms measured on 2 seeds.
+    assert {"third_party", "source", "seeds", "budget_s", "default_arm", "random_arm", "peer_arm", "arms"} <= set(mnist)
+    assert mnist["seeds"] == 2 and set(mnist["arms"]) == {"default", "random"}
+    for arm in mnist["arms"].values():
+        assert {"hv_regret_mean", "hv_regret_se", "hv_at_budget_mean", "time_to_random_final_hv_s"} <= set(arm)
+        # Regret is what the true front has and the arm did not reach.
+        assert 0 <= arm["hv_regret_mean"] <= mnist["true_front_hv"]
+    assert (tmp_path / "simulated_mnist-curves.png").stat().st_size > 0
