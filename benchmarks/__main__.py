@@ -1,17 +1,20 @@
-"""Every benchmark, with default settings: `python -m benchmarks` (about 22 minutes on 2 cores).
+"""The quick benchmarks, with default settings: `python -m benchmarks` (about 20 minutes on 2 cores).
 
-Writes `benchmarks/results/{search_efficiency,overhead,distributed}.{json,md}`; benchmarks/BENCHMARKS.md quotes them.
+Writes `benchmarks/results/{simulated,overhead,distributed}.{json,md}` and the simulated
+benchmark's plots; benchmarks/BENCHMARKS.md quotes them. Two take longer and run on their own:
+`python -m benchmarks.search_efficiency` (real studies, 2 arms x 3 seeds x 15 minutes) and
+`python -m benchmarks.learning_curves` (records the MNIST table the simulation replays).
 """
 
 import time
 
 from benchmarks import distributed
 from benchmarks import overhead
-from benchmarks import search_efficiency
+from benchmarks import simulate
 
 if __name__ == "__main__":
     start = time.perf_counter()
-    search_efficiency.main([])
+    simulate.main([])
     overhead.main([])
     distributed.main([])
     print(f"All benchmarks took {(time.perf_counter() - start) / 60:.1f} min.")

@@ -34,10 +34,11 @@ def test_optuna_is_told_the_truth_about_stopped_and_nan_trials():
     searcher.on_trial_complete("stopped", {"val_accuracy": 0.5, "epoch_time_s": 0.1})
     searcher.on_trial_complete("nan", {"val_accuracy": float("nan"), "epoch_time_s": 1.0})
     states = [trial.state for trial in searcher._ot_study.trials]
-    # A full-budget trial is COMPLETE with its values; a stopped one is PRUNED (its partial,
-    # "fast" values are not told); a NaN result is FAIL.
-    assert states == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
-    assert searcher._ot_study.trials[0].values == [0.9, 2.0]
+    # A full-budget trial is COMPLETE with its values; a stopped one is COMPLETE with the values
+    # it reached but infeasible (it missed epochs); a NaN result is FAIL.
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL]
+    assert searcher._ot_study.trials[0].values == [0.9, 2.0] and not searcher._ot_study.trials[0].constraints
+    assert searcher._ot_study.trials[1].constraints["epochs_missing"] > 0
     # Only the full-budget trial can be on Optuna's own Pareto front.
     assert [t.number for t in searcher._ot_study.best_trials] == [0]
 
@@ -130,3 +131,17 @@ def test_a_resumed_study_tells_optuna_its_history_as_it_was_told_live(told):
         assert values == [0.6, 0.1] and constraints == {"epochs_missing": pytest.approx(0.75)}
     # Whatever the mode, Optuna's front holds only the full-budget trial.
     assert [t.number for t in live._ot_study.best_trials] == [0]
+
+
+def test_multi_objective_tpe_draws_more_at_random_before_it_models():
+    from search.searchers import MULTI_OBJECTIVE_TPE_STARTUP
+    from search.searchers import make_searcher
+
+    never = lambda trial_id: False  # noqa: E731
+    multi = make_searcher(_space(), never)
+    single = make_searcher(_space().replace(objectives={"val_accuracy": "max"}), never)
+    # Two objectives: 20 random draws first (measured; see search/searchers.py); one objective
+    # keeps Optuna's 10; an explicit option wins.
+    assert multi._sampler._n_startup_trials == MULTI_OBJECTIVE_TPE_STARTUP == 20
+    assert single._sampler._n_startup_trials == 10
+    assert make_searcher(_space(), never, sampler_options={"n_startup_trials": 3})._sampler._n_startup_trials == 3
