@@ -115,3 +115,76 @@ def check_shared(results_dir: Path, tracking_uri: str) -> int:
             "and use an MLflow server (--tracking-uri http://HOST:PORT) or a sqlite store on that path."
         )
     return len(nodes)
+
+
+def check_resources(space: Any) -> str | None:
+    """Refuse, before any trial starts, a trial no node of the connected Ray cluster can ever
+    hold (Ray would wait for it for ever, printing an autoscaler error every half minute).
+
+    A one-worker trial needs its `cpus_per_trial` and `gpus_per_trial` on one node; a
+    multi-worker trial needs each worker's share on some node and the whole request in the
+    cluster (see `search.devices.run_workers`). A cluster with an autoscaler is not refused: it
+    may add a node that fits.
+
+    Returns:
+        A note for the terminal when the cluster autoscales, or when fewer than
+        `max_concurrent` trials fit at once (the others wait); else None.
+
+    Raises:
+        SpaceError: one line naming what was asked, what the cluster has, and the fix.
+    """
+    import ray
+
+    from search.devices import DRIVER_CPUS
+
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    cpus, gpus, workers = float(space.cpus_per_trial), float(space.gpus_per_trial), int(space.workers_per_trial)
+    if workers == 1:
+        need = {"CPU": cpus, "GPU": gpus}
+    else:
+        need = {"CPU": (cpus - DRIVER_CPUS) / workers, "GPU": gpus / workers}
+    fits = [node for node in nodes if all(node.get(k, 0.0) >= v - 1e-9 for k, v in need.items())]
+    total = {k: sum(node.get(k, 0.0) for node in nodes) for k in ("CPU", "GPU")}
+    largest = {k: max((node.get(k, 0.0) for node in nodes), default=0.0) for k in ("CPU", "GPU")}
+    have = f"this Ray cluster has {len(nodes)} node{'s' * (len(nodes) != 1)} with {total['CPU']:g} CPUs and {total['GPU']:g} GPUs in all"
+    problem = None
+    if gpus > 0 and total["GPU"] == 0:
+        problem = f"gpus_per_trial={gpus:g} (--gpus-per-trial) asks for a GPU, but {have}; drop it, or add a GPU node"
+    elif workers > 1 and (total["CPU"] < cpus - 1e-9 or total["GPU"] < gpus - 1e-9):
+        problem = (
+            f"A trial of {workers} workers asks for {cpus:g} CPUs and {gpus:g} GPUs at once, but {have}; "
+            "ask for less (--cpus-per-trial, --gpus-per-trial, --workers-per-trial), or add nodes"
+        )
+    elif not fits:
+        what = "Each of its workers" if workers > 1 else "A trial"
+        problem = (
+            f"{what} needs {need['CPU']:g} CPUs and {need['GPU']:g} GPUs on one node, but the largest node of "
+            f"this Ray cluster has {largest['CPU']:g} CPUs and {largest['GPU']:g} GPUs; "
+            "ask for at most that per trial (--cpus-per-trial, --gpus-per-trial)"
+            + ("" if workers > 1 else ", or split the trial over workers (--workers-per-trial)")
+        )
+    if problem is not None:
+        if _autoscales():
+            return f"This Ray cluster autoscales: the study waits until it adds what a trial needs ({problem.split(', but ')[0]})."
+        raise SpaceError(problem + ".")
+    if workers == 1:
+        at_once = sum(
+            int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0) + 1e-9) if any(need.values()) else space.max_concurrent
+            for node in nodes
+        )
+        if at_once < space.max_concurrent:
+            return (
+                f"This Ray cluster holds {at_once} trial{'s' * (at_once != 1)} of {cpus:g} CPUs and {gpus:g} GPUs at once, "
+                f"fewer than max_concurrent={space.max_concurrent}: the others wait for a free slot."
+            )
+    return None
+
+
+def _autoscales() -> bool:
+    """Whether the connected cluster has an autoscaler with node types configured."""
+    try:
+        from ray._private.state import state
+
+        return bool(state.get_max_resources_from_cluster_config())
+    except Exception:  # no autoscaler state in this Ray, or not reachable: treat as fixed
+        return False

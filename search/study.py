@@ -384,6 +384,11 @@ def run_study(
         else:
             # "local": a new instance, never a cluster some earlier `ray start` left behind.
             ray.init(address="local", include_dashboard=space.workers_per_trial > 1, **settings)
+    from search.cluster import check_resources
+
+    note = check_resources(space)  # before any run or trial: a request no node holds is refused
+    if note:
+        print(note, flush=True)
     experiment = experiment or space.name
     runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     resumed = _find_interrupted_study(runs, space, results_dir) if resume else None

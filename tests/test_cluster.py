@@ -78,3 +78,85 @@ def test_a_node_that_cannot_reach_the_mlflow_server_is_named(tmp_path):
     problems = _probe(str(marker), "t", None, "http://127.0.0.1:9")
     assert len(problems) == 1 and problems[0].startswith("cannot reach the MLflow server http://127.0.0.1:9")
     assert os.listdir(tmp_path) == [".shared-check"]  # the write probe cleaned up after itself
+
+
+def _nodes(*resources):
+    return [{"Alive": True, "Resources": r} for r in resources] + [{"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+
+
+@pytest.mark.parametrize(
+    "nodes, asked, message",
+    [
+        # No GPU anywhere: a fraction of a GPU can never be granted.
+        (({"CPU": 2.0},), {"gpus_per_trial": 0.25}, "gpus_per_trial=0.25 (--gpus-per-trial) asks for a GPU, but this Ray cluster has 1 node with 2 CPUs and 0 GPUs in all"),
+        # 3 CPUs exist in all, but no single node has them: a one-worker trial must fit on one node.
+        (({"CPU": 2.0}, {"CPU": 1.0}), {"cpus_per_trial": 3}, "A trial needs 3 CPUs and 0 GPUs on one node, but the largest node of this Ray cluster has 2 CPUs and 0 GPUs"),
+        # Workers may spread over nodes, but the whole trial must exist at once.
+        (({"CPU": 2.0}, {"CPU": 2.0}), {"cpus_per_trial": 6, "workers_per_trial": 2}, "A trial of 2 workers asks for 6 CPUs and 0 GPUs at once, but this Ray cluster has 2 nodes with 4 CPUs"),
+        # Each worker's share (here 2 GPUs; the CPUs less what the trial's driver keeps) must fit
+        # on some node, even where the cluster has enough in all.
+        (({"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}), {"cpus_per_trial": 4, "gpus_per_trial": 4, "workers_per_trial": 2}, "asks for 4 CPUs and 4 GPUs at once"),
+        (({"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}, {"CPU": 4.0, "GPU": 1.0}), {"cpus_per_trial": 4, "gpus_per_trial": 4, "workers_per_trial": 2}, "Each of its workers needs 1.995 CPUs and 2 GPUs on one node"),
+    ],
+)
+def test_a_request_no_node_can_hold_is_refused_with_what_exists_and_the_fix(monkeypatch, nodes, asked, message):
+    import ray
+
+    from search import cluster
+    from search.errors import SpaceError
+    from search.space import load_space
+
+    monkeypatch.setattr(ray, "nodes", lambda: _nodes(*nodes))
+    monkeypatch.setattr(cluster, "_autoscales", lambda: False)
+    space = load_space(ROOT / "spaces/mnist.py").replace(**asked)
+    with pytest.raises(SpaceError) as error:
+        cluster.check_resources(space)
+    # One sentence: what was asked, what the cluster has, what to do.
+    assert message in str(error.value) and "; " in str(error.value)
+
+
+def test_requests_that_fit_pass_and_a_short_cluster_or_an_autoscaler_gets_a_note(monkeypatch):
+    import ray
+
+    from search import cluster
+    from search.space import load_space
+
+    space = load_space(ROOT / "spaces/mnist.py")  # 1 CPU per trial, 2 at a time
+    monkeypatch.setattr(cluster, "_autoscales", lambda: False)
+    monkeypatch.setattr(ray, "nodes", lambda: _nodes({"CPU": 2.0}))
+    # Two 1-CPU trials fit on a 2-CPU node: nothing to say.
+    assert cluster.check_resources(space) is None
+    # Two 2-worker trials of 2 CPUs over two 1-CPU nodes: each worker fits somewhere.
+    monkeypatch.setattr(ray, "nodes", lambda: _nodes({"CPU": 1.0}, {"CPU": 1.0}))
+    assert cluster.check_resources(space.replace(cpus_per_trial=2, workers_per_trial=2)) is None
+    # One 1-CPU node: the trials queue, and the user is told why only one runs.
+    monkeypatch.setattr(ray, "nodes", lambda: _nodes({"CPU": 1.0}))
+    assert "holds 1 trial of 1 CPUs and 0 GPUs at once, fewer than max_concurrent=2" in cluster.check_resources(space)
+    # An autoscaling cluster may add a GPU node: not refused, but said.
+    monkeypatch.setattr(cluster, "_autoscales", lambda: True)
+    assert "autoscales" in cluster.check_resources(space.replace(gpus_per_trial=1))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus-per-trial", "0.25"], "gpus_per_trial=0.25 (--gpus-per-trial) asks for a GPU, but this Ray cluster has 1 node"),
+        (["--cpus-per-trial", "64"], "A trial needs 64 CPUs and 0 GPUs on one node, but the largest node of this Ray cluster has"),
+    ],
+)
+def test_the_launcher_refuses_an_impossible_request_instead_of_waiting_for_ever(tmp_path, args, message):
+    command = [sys.executable, "-m", "search.launch", str(ROOT / "spaces/mnist.py"), "--trials", "2",
+               "--results-dir", str(tmp_path / "results"), *args]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=180)
+    # Exit code 2 and one line naming the request, the cluster and the fix, within seconds ...
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and done.stderr.strip().count("\n") == 0
+    assert time.monotonic() - started < 120
+    # ... and nothing was recorded: no study run, so no trial ever started.
+    from mlflow import MlflowClient
+
+    store = tmp_path / "results" / "mlflow.db"
+    if store.exists():
+        client = MlflowClient(f"sqlite:///{store}")
+        assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
