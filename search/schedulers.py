@@ -88,7 +88,7 @@ class MultiObjectiveASHA(FIFOScheduler):
     vector's *priority*, so in rungs of three or more it can rank the newcomer by another
     trial's place; and it measures epsilon-net distances in the objectives' own units, which
     lets seconds outweigh accuracy. Here each vector gets its own position, and distances are
-    taken after scaling each objective to [0, 1] over the rung.
+    taken after scaling each objective to [0, 1] within the front.
 
     Args:
         objectives: metric -> "max" or "min", two or more (one works too and is plain ASHA).

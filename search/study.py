@@ -51,6 +51,9 @@ QUIET_ENV = {
     # Ray Train's watcher for preempted (spot) nodes serves elastic Train runs; a trial's run
     # is not elastic (a study retries failed trials itself, `max_retries`).
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # The autoscaler's "No available node types can fulfill resource request" lines: a request
+    # no node can hold is refused before the study starts (`cluster.check_resources`).
+    "RAY_SCHEDULER_EVENTS": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
