@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import math
 from collections.abc import Callable
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -30,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-CONTINUE, STOP = "CONTINUE", "STOP"  # the values of Ray's and Syne Tune's decisions
+STOP = "STOP"  # the value of Ray's and Syne Tune's decision to stop a trial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,7 +270,3 @@ def anytime_hypervolume(
             previous_count = count
         values[k] = previous
     return values
-
-
-def finite_or_none(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)

@@ -168,10 +168,8 @@ def check_resources(space: Any) -> str | None:
             return f"This Ray cluster autoscales: the study waits until it adds what a trial needs ({problem.split(', but ')[0]})."
         raise SpaceError(problem + ".")
     if workers == 1:
-        at_once = sum(
-            int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0) + 1e-9) if any(need.values()) else space.max_concurrent
-            for node in nodes
-        )
+        # Whole trials per node; `cpus_per_trial` > 0 (checked by the space), so some need is > 0.
+        at_once = sum(int(min(node.get(k, 0.0) / v for k, v in need.items() if v > 0) + 1e-9) for node in nodes)
         if at_once < space.max_concurrent:
             return (
                 f"This Ray cluster holds {at_once} trial{'s' * (at_once != 1)} of {cpus:g} CPUs and {gpus:g} GPUs at once, "
