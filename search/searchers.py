@@ -79,8 +79,8 @@ class TruthfulOptunaSearch(OptunaSearch):
     ) -> None:
         if result and self._stopped_early(trial_id):
             if self.stopped_trials == "infeasible" and all(_finite(result.get(m)) for m in self.metric):
-                missing = 1.0 - float(result.get(self._time_attr, 0)) / self._max_t
-                self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, max(missing, 1e-9))
+                missing = self._epochs_missing(result.get(self._time_attr, 0))
+                self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
             elif self.stopped_trials == "ignored":
                 result, error = None, True  # told as FAIL
             else:
@@ -88,6 +88,11 @@ class TruthfulOptunaSearch(OptunaSearch):
         elif result and not all(_finite(result.get(m)) for m in self.metric):
             result, error = None, True  # told as FAIL
         super().on_trial_complete(trial_id, result, error)
+
+    def _epochs_missing(self, epochs: float) -> float:
+        """The share of `max_t` a stopped trial did not run; above 0 even for one stopped at
+        `max_t`, so it stays infeasible."""
+        return max(1.0 - float(epochs) / self._max_t, 1e-9)
 
     def tell_history(self, rows: list[dict[str, Any]], space: SearchSpace) -> None:
         """Teach Optuna what an interrupted study measured, as it would have been told live:
@@ -103,8 +108,8 @@ class TruthfulOptunaSearch(OptunaSearch):
                 state = TrialState.FAIL
             elif row["status"] == "stopped":
                 if self.stopped_trials == "infeasible" and known and _finite(row.get(self._time_attr)):
-                    missing = max(1.0 - float(row[self._time_attr]) / self._max_t, 1e-9)
-                    system_attrs = {f"constraints:{EPOCHS_MISSING}": missing}
+                    # Where `Trial.set_constraint` keeps it (Optuna's "constraints:<name>").
+                    system_attrs = {f"constraints:{EPOCHS_MISSING}": self._epochs_missing(row[self._time_attr])}
                 else:
                     state = TrialState.FAIL if self.stopped_trials == "ignored" else TrialState.PRUNED
             self._ot_study.add_trial(
