@@ -89,9 +89,8 @@ def measure(result: Any, budget_s: float) -> dict[str, Any]:
 def _table_scaling() -> tuple[Any, Any]:
     """The simulated MNIST benchmark's scaling (its table's true front spans [0, 1])."""
     from benchmarks.simulate import normalisation
-    from benchmarks.simulate import problem
 
-    scale, reference, _ = normalisation(problem("mnist-curves"))
+    scale, reference, _ = normalisation("mnist-curves")
     return scale, reference
 
 

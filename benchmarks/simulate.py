@@ -14,6 +14,7 @@ run's). Written to `benchmarks/results/simulated.json`, with one PNG of anytime 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing
@@ -51,6 +52,8 @@ STOPPED_TRIALS_ARMS = {
     for searcher in ("tpe", "nsga2")
     for told in ("infeasible", "pruned", "ignored")
 }
+
+
 def gamma_quarter(n: int) -> int:
     """TPE's "good" group: a quarter of the trials (Optuna's default is a tenth), at most 25."""
     return min(math.ceil(0.25 * n), 25)
@@ -90,6 +93,7 @@ def problem(name: str) -> Any:
 def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
     from benchmarks.simulator import ProductPolicy
     from benchmarks.simulator import SyneTunePolicy
+
     space = bench.space.replace(seed=seed)
     if arm.get("peer"):
         return SyneTunePolicy(space, seed)
@@ -112,7 +116,7 @@ def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
     np.random.seed(seed)
     started = time.perf_counter()
     ended = simulate(bench, policy_for(bench, arm, seed))
-    scale, reference, _ = normalisation(bench)
+    scale, reference, _ = normalisation(name)
     times = np.linspace(0, bench.budget_s, GRID + 1)
     curve = anytime_hypervolume(ended, bench.objectives, scale, reference, times)
     statuses = [trial.status for trial in ended]
@@ -128,12 +132,13 @@ def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
     }
 
 
-def normalisation(bench: Any) -> tuple[Any, np.ndarray, float]:
-    """Scaling of losses so the true front spans [0, 1]; the reference point; the true front's
-    hypervolume."""
+@functools.cache
+def normalisation(name: str) -> tuple[Any, np.ndarray, float]:
+    """For the named table: scaling of losses so its true front spans [0, 1]; the reference
+    point; the true front's hypervolume. Computed once per process (and before forking)."""
     from search import pareto
 
-    losses = bench.final_losses()
+    losses = problem(name).final_losses()
     front = losses[pareto.nondominated_ranks(losses) == 0]
     ideal, nadir = front.min(axis=0), front.max(axis=0)
     span = np.where(nadir > ideal, nadir - ideal, 1.0)
@@ -147,7 +152,7 @@ def normalisation(bench: Any) -> tuple[Any, np.ndarray, float]:
 
 def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: list[int]) -> dict[str, Any]:
     bench = problem(name)
-    _, _, true_hv = normalisation(bench)
+    _, _, true_hv = normalisation(name)
     times = np.linspace(0, bench.budget_s, GRID + 1)
     curves = {arm: np.array([r["curve"] for r in runs if r["arm"] == arm]) for arm in arms}
     random_arm = "random" if "random" in arms else arms[0]
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         arms = {name: ARMS[name] for name in (options.arms or ARMS)}
         stem = "simulated"
     for name in options.benchmarks:
-        problem(name)  # load before forking
+        normalisation(name)  # load the table and its true front before forking
     seeds = list(range(options.first_seed, options.first_seed + options.seeds))
     results, runs = run(options.benchmarks, arms, seeds, options.processes)
     results["machine"] = f"{os.cpu_count()} CPUs; simulated clock, so the numbers do not depend on the machine"
