@@ -6,7 +6,6 @@ are partial. The scheduler is the one authority on that, so it keeps the record.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
