@@ -59,8 +59,8 @@ def gamma_quarter(n: int) -> int:
     return min(math.ceil(0.25 * n), 25)
 
 
-# Settings of the TPE sampler (the default searcher), compared on held-out seeds (100-119). The
-# product ships "tpe-startup-20" for multi-objective studies; the others keep Optuna's 10.
+# Settings of the TPE sampler (the default searcher), compared on held-out seeds (100-149). The
+# product keeps Optuna's defaults ("tpe-startup-10").
 _TPE = {"searcher": "tpe", "scheduler": "mo-asha"}
 TPE_ARMS = {
     "tpe-startup-10": {**_TPE, "sampler_options": {"n_startup_trials": 10}},  # Optuna's default
@@ -70,6 +70,19 @@ TPE_ARMS = {
     "tpe-liar": {**_TPE, "sampler_options": {"n_startup_trials": 10, "constant_liar": True}},
     "tpe-gamma-quarter": {**_TPE, "sampler_options": {"n_startup_trials": 10, "gamma": gamma_quarter}},
     "nsga2-moasha": {"searcher": "nsga2", "scheduler": "mo-asha"},
+}
+# Rung spacing of MO-ASHA on the default method: grace period (epochs before the first rung) and
+# reduction factor. The product ships grace 2, factor 2 (rungs at epochs 2 and 4 of 8).
+RUNG_ARMS = {
+    f"grace-{grace}-factor-{factor}": {**_TPE, "grace_period": grace, "reduction_factor": factor}
+    for grace, factor in ((2, 2), (1, 2), (1, 3), (2, 3), (1, 4))
+}
+# Experiment -> (its arms, the stem of its result files). Each experiment also runs random search.
+EXPERIMENTS = {
+    "arms": (ARMS, "simulated"),
+    "stopped-trials": (STOPPED_TRIALS_ARMS, "simulated_stopped_trials"),
+    "tpe": (TPE_ARMS, "simulated_tpe"),
+    "rungs": (RUNG_ARMS, "simulated_rungs"),
 }
 BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")
 
@@ -97,7 +110,7 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
     space = bench.space.replace(seed=seed)
     if arm.get("peer"):
         return SyneTunePolicy(space, seed)
-    changes = {k: v for k, v in arm.items() if k in ("searcher", "scheduler")}
+    changes = {k: v for k, v in arm.items() if k in ("searcher", "scheduler", "grace_period", "reduction_factor")}
     if arm.get("primary_only"):
         changes["objectives"] = dict([next(iter(space.objectives.items()))])
     return ProductPolicy(space.replace(**changes), stopped_trials=arm.get("stopped_trials"), sampler_options=arm.get("sampler_options"))
@@ -258,24 +271,21 @@ def run(benchmarks: list[str], arms: dict[str, dict[str, Any]], seeds: list[int]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.simulate", description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
-    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {list(ARMS)}")
-    parser.add_argument("--experiment", choices=["arms", "stopped-trials", "tpe"], default="arms")
+    parser.add_argument("--experiment", choices=list(EXPERIMENTS), default="arms")
+    parser.add_argument("--arms", nargs="+", default=None, help="default: all of the experiment's arms")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     options = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if options.experiment == "stopped-trials":
-        arms = STOPPED_TRIALS_ARMS | {"random": ARMS["random"]}
-        stem = "simulated_stopped_trials"
-    elif options.experiment == "tpe":
-        arms = TPE_ARMS | {"random": ARMS["random"]}
-        stem = "simulated_tpe"
-    else:
-        arms = {name: ARMS[name] for name in (options.arms or ARMS)}
-        stem = "simulated"
+    experiment, stem = EXPERIMENTS[options.experiment]
+    experiment = experiment | {"random": ARMS["random"]}
+    unknown = set(options.arms or ()) - set(experiment)
+    if unknown:
+        parser.error(f"unknown arms {sorted(unknown)} for --experiment {options.experiment}; choose from {list(experiment)}")
+    arms = {name: experiment[name] for name in (options.arms or experiment)}
     for name in options.benchmarks:
         normalisation(name)  # load the table and its true front before forking
     seeds = list(range(options.first_seed, options.first_seed + options.seeds))

@@ -165,14 +165,6 @@ def variant_generator(space: SearchSpace, first_configs: list[dict[str, Any]] | 
     return generator, param_space
 
 
-# Random draws before multi-objective TPE starts modelling (Optuna's default is 10). Measured on
-# held-out seeds of the simulated benchmarks (`python -m benchmarks.simulate --experiment tpe`):
-# after 10 draws TPE committed to the ends of the speed/accuracy front before its sample had
-# covered the middle, and ended behind random search on the MNIST curves; with 20 it ended ahead
-# on both tables (benchmarks/BENCHMARKS.md).
-MULTI_OBJECTIVE_TPE_STARTUP = 20
-
-
 def make_searcher(
     space: SearchSpace,
     stopped_early: Callable[[str], bool],
@@ -183,15 +175,13 @@ def make_searcher(
 ) -> TruthfulOptunaSearch:
     """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
     optimising `space.objectives`; `first_configs` are suggested first. `sampler_options` go to
-    the sampler (multi-objective TPE starts with `MULTI_OBJECTIVE_TPE_STARTUP` random draws)."""
-    sampler_options = dict(sampler_options or {})
-    if space.searcher == "tpe" and len(space.objectives) > 1:
-        sampler_options.setdefault("n_startup_trials", MULTI_OBJECTIVE_TPE_STARTUP)
+    the sampler; Optuna's defaults are kept otherwise (measured against the alternatives in
+    `python -m benchmarks.simulate --experiment tpe`)."""
     searcher = TruthfulOptunaSearch(
         space=space.suggest,
         metric=list(space.objectives),
         mode=list(space.objectives.values()),
-        sampler=make_sampler(space.searcher, space.seed, **sampler_options),
+        sampler=make_sampler(space.searcher, space.seed, **(sampler_options or {})),
         stopped_early=stopped_early,
         stopped_trials=stopped_trials,
         max_t=space.max_epochs,

@@ -133,15 +133,11 @@ def test_a_resumed_study_tells_optuna_its_history_as_it_was_told_live(told):
     assert [t.number for t in live._ot_study.best_trials] == [0]
 
 
-def test_multi_objective_tpe_draws_more_at_random_before_it_models():
-    from search.searchers import MULTI_OBJECTIVE_TPE_STARTUP
+def test_sampler_options_reach_the_sampler_and_optunas_defaults_stay_otherwise():
     from search.searchers import make_searcher
 
     never = lambda trial_id: False  # noqa: E731
-    multi = make_searcher(_space(), never)
-    single = make_searcher(_space().replace(objectives={"val_accuracy": "max"}), never)
-    # Two objectives: 20 random draws first (measured; see search/searchers.py); one objective
-    # keeps Optuna's 10; an explicit option wins.
-    assert multi._sampler._n_startup_trials == MULTI_OBJECTIVE_TPE_STARTUP == 20
-    assert single._sampler._n_startup_trials == 10
+    # Optuna's 10 random draws before TPE models, for one objective or several, unless told.
+    assert make_searcher(_space(), never)._sampler._n_startup_trials == 10
+    assert make_searcher(_space().replace(objectives={"val_accuracy": "max"}), never)._sampler._n_startup_trials == 10
     assert make_searcher(_space(), never, sampler_options={"n_startup_trials": 3})._sampler._n_startup_trials == 3
