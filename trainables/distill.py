@@ -2,9 +2,9 @@
 
 The student's loss is `(1 - weight) * cross-entropy(labels) + weight * T**2 * KL(teacher_T ||
 student_T)`, where `_T` are softmax outputs at temperature `T` (Hinton et al., 2015). The
-teacher is a CNN trained on the same split. With a `cache_dir` (a study gives every trial the
-same one) it is trained by the first trial that needs it, under a file lock, and loaded by all
-others; without one, once per process.
+teacher is a CNN trained on the same split, outside any strategy scope. With a `cache_dir` (a
+study gives every trial the same one) it is trained by the first trial that needs it, under a
+file lock, and loaded by all others; without one, once per process.
 """
 
 from __future__ import annotations
@@ -109,37 +109,48 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def teacher(
+def teacher_weights(
     digits: Digits, *, epochs: int, seed: int, cache_dir: str | None
-) -> tuple[tf_keras.Model, dict[str, float]]:
-    """The teacher for `digits`, and `teacher_val_accuracy` and `teacher_train_s` (0 when cached).
+) -> tuple[list, dict[str, float]]:
+    """The trained teacher's weights for `digits`, and `teacher_val_accuracy` and
+    `teacher_train_s` (0 when cached).
 
-    Build it inside the strategy scope the student trains in.
+    Call it outside any strategy scope: the teacher trains on this process alone, so the
+    workers of a multi-worker trial wait on the cache's lock without holding a collective
+    operation the others need; then each builds it in its scope with `teacher_model`.
     """
     from trainables.models import build_model
 
     key = _teacher_key(digits, epochs=epochs, seed=seed)
-    model = build_model(**TEACHER, input_shape=digits.x_train.shape[1:])
     if cache_dir is None:
         if key not in _trained:
-            _trained[key] = _train(model, digits, epochs=epochs, seed=seed)
-            return model, _trained[key][1]
+            _trained[key] = _train(build_model(**TEACHER, input_shape=digits.x_train.shape[1:]), digits, epochs=epochs, seed=seed)
+            return _trained[key]
         weights, info = _trained[key]
-        model.set_weights(weights)
-        return model, {**info, "teacher_train_s": 0.0}
+        return weights, {**info, "teacher_train_s": 0.0}
 
     weights_path = Path(cache_dir) / f"teacher-{key}.weights.h5"
     info_path = weights_path.with_suffix(".json")
+    model = build_model(**TEACHER, input_shape=digits.x_train.shape[1:])
     with _locked(Path(cache_dir) / f"teacher-{key}.lock"):
         if weights_path.exists() and info_path.exists():
             model.load_weights(str(weights_path))
-            return model, {**json.loads(info_path.read_text()), "teacher_train_s": 0.0}
-        _, info = _train(model, digits, epochs=epochs, seed=seed)
+            return model.get_weights(), {**json.loads(info_path.read_text()), "teacher_train_s": 0.0}
+        weights, info = _train(model, digits, epochs=epochs, seed=seed)
         partial = weights_path.with_name(f"partial-{os.getpid()}-{weights_path.name}")
         model.save_weights(str(partial))
         os.replace(partial, weights_path)
         info_path.write_text(json.dumps(info))
-    return model, info
+    return weights, info
+
+
+def teacher_model(weights: list, input_shape: tuple[int, ...]) -> tf_keras.Model:
+    """The teacher with `weights` (from `teacher_weights`), built in the current strategy scope."""
+    from trainables.models import build_model
+
+    model = build_model(**TEACHER, input_shape=input_shape)
+    model.set_weights(weights)
+    return model
 
 
 def _train(

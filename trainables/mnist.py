@@ -278,6 +278,11 @@ def _train(
         model_dir = model_dir and os.path.join(scratch.name, "model")
         checkpoint_dir = checkpoint_dir and os.path.join(scratch.name, "checkpoint")
 
+    teacher_info: dict[str, Any] = {}
+    if config["distillation"]:  # before the scope: see `distill.teacher_weights`
+        teacher_weights, teacher_info = distill.teacher_weights(
+            digits, epochs=int(config["teacher_epochs"]), seed=config["seed"], cache_dir=config["cache_dir"]
+        )
     with strategy.scope():
         model = build_model(
             config["architecture"],
@@ -298,15 +303,11 @@ def _train(
             callbacks += pruning.pruning_callbacks()
         if config["quantization"] == "qat":
             model = quantization.quantize_for_training(model)
-        teacher_info: dict[str, Any] = {}
         trained = model  # what `fit` trains: the model, or a distiller around it
         if config["distillation"]:
-            teacher, teacher_info = distill.teacher(
-                digits, epochs=int(config["teacher_epochs"]), seed=config["seed"], cache_dir=config["cache_dir"]
-            )
             trained = distill.Distiller(
                 model,
-                teacher,
+                distill.teacher_model(teacher_weights, digits.x_train.shape[1:]),
                 temperature=float(config["temperature"]),
                 weight=float(config["distillation_weight"]),
             )
