@@ -186,3 +186,29 @@ def _autoscales() -> bool:
         return bool(state.get_max_resources_from_cluster_config())
     except Exception:  # no autoscaler state in this Ray, or not reachable: treat as fixed
         return False
+
+
+def reap_orphaned_agents() -> list[int]:
+    """End the Ray agents a killed launcher left behind on this machine; return their ids.
+
+    After a SIGKILL of the launcher, the local Ray it started goes down with it, except its
+    dashboard and runtime-env agents: they notice at once that their raylet is gone, then wait
+    up to 60 s trying to report it to the (also dead) GCS before they exit (Ray 2.60,
+    `ray._private.utils.publish_error_to_driver`). A live agent is always a raylet's child; an
+    agent whose parent is no longer a raylet is such an orphan: end it now.
+    """
+    import psutil
+
+    reaped = []
+    for process in psutil.process_iter(["pid", "name"]):
+        try:
+            name = process.info["name"] or ""
+            if not (name.startswith("ray::") and name.endswith("Agent")):
+                continue
+            parent = process.parent()
+            if parent is None or parent.name() != "raylet":
+                process.kill()
+                reaped.append(process.info["pid"])
+        except psutil.Error:
+            continue  # gone meanwhile, or not ours to end
+    return reaped

@@ -17,7 +17,6 @@ from search.space import load_space
 
 EXIT_BAD_INPUT = 2
 EXIT_ALL_FAILED = 1
-EXIT_INTERRUPTED = 130  # as for any program ended by Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except StudyInterrupted as interrupted:
         _print_interrupted(str(interrupted), space, options, argv)
-        return EXIT_INTERRUPTED
+        return 128 + interrupted.signal_number  # 130 after Ctrl-C, 143 after SIGTERM
     table = result.trials
     counts = table["status"].value_counts() if not table.empty else {}
     minutes, seconds = divmod(int(result.wall_time_s), 60)
@@ -268,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(result.front, space.objectives, list(space.params), result.model_uris))
     print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
     print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
+    if result.optuna_journal:
+        print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
     if not table.empty and (table["status"] == "failed").all():
         print("error: every trial failed; see the 'error' tag of each trial run.", file=sys.stderr)
         return EXIT_ALL_FAILED

@@ -42,8 +42,10 @@ class ProgressLines(tune.Callback):
         already_ended: dict[str, int] | None = None,
         rung_objectives: dict[str, str] | None = None,
         cut_off: Callable[[str], bool] | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
         self.cut_off = cut_off or (lambda trial_id: False)
+        self.time_budget_s = time_budget_s
         self.total = total
         self.objectives = objectives
         # Shown too, e.g. for trials stopped before the objectives were measured.
@@ -63,8 +65,14 @@ class ProgressLines(tune.Callback):
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended_trial)
         cut = f", {self.counts['cut off']} cut off" if self.counts["cut off"] else ""
         best = f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
-        # Remaining time, assuming the remaining trials take as long on average as the ended ones.
-        left = f", ~{_clock(elapsed / ended * (self.total - ended))} left" if 0 < ended < self.total else ""
+        # Remaining time, assuming the remaining trials take as long on average as the ended ones,
+        # and never beyond the time budget.
+        left = ""
+        if 0 < ended < self.total:
+            estimate = elapsed / ended * (self.total - ended)
+            if self.time_budget_s is not None:
+                estimate = max(min(estimate, self.time_budget_s - elapsed), 0.0)
+            left = f", ~{_clock(estimate)} left"
         print(
             f"[{_clock(elapsed)}] {text} | {ended}/{self.total} ended "
             f"({self.counts['finished']} finished, {self.counts['stopped']} stopped, "

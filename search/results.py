@@ -160,6 +160,7 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
                 "error": tags.get("error"),
                 "run_id": run.info.run_id,
                 "trial_id": tags.get("ray_trial_id"),
+                "optuna_trial": int(tags["optuna_trial"]) if tags.get("optuna_trial") else None,
                 "ended_at": run.info.end_time / 1000 if run.info.end_time else float("nan"),
             }
         )

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -73,6 +75,25 @@ class TruthfulOptunaSearch(OptunaSearch):
         self.stopped_trials = stopped_trials
         self._max_t = max_t
         self._time_attr = time_attr
+        # Trials of the Optuna study an interruption left RUNNING, to be suggested again first.
+        self.interrupted: list[optuna.trial.FrozenTrial] = [
+            t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ]
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """The next configuration: first each trial an interruption cut off, as the same Optuna
+        trial (so it is never suggested twice), then what the sampler suggests."""
+        if self.interrupted and trial_id not in self._ot_trials:
+            self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self.interrupted.pop(0)._trial_id)
+        return super().suggest(trial_id)
+
+    @property
+    def optuna_study(self) -> optuna.Study:
+        return self._ot_study
+
+    def optuna_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial behind a Ray trial (None before it was suggested)."""
+        return self._ot_trials.get(trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -94,36 +115,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         `max_t`, so it stays infeasible."""
         return max(1.0 - float(epochs) / self._max_t, 1e-9)
 
-    def tell_history(self, rows: list[dict[str, Any]], space: SearchSpace) -> None:
-        """Teach Optuna what an interrupted study measured, as it would have been told live:
-        full-budget trials COMPLETE with their objectives, early-stopped ones as
-        `stopped_trials` says, failed ones FAIL."""
-        distributions = {name: domain.distribution() for name, domain in space.params.items()}
-        for row in rows:
-            params, present = typed_params(row, distributions)
-            values = [row.get(metric) for metric in space.objectives]
-            known = all(_finite(v) for v in values)
-            state, system_attrs = TrialState.COMPLETE, {}
-            if row["status"] == "failed" or not known and row["status"] != "stopped":
-                state = TrialState.FAIL
-            elif row["status"] == "stopped":
-                if self.stopped_trials == "infeasible" and known and _finite(row.get(self._time_attr)):
-                    # Where `Trial.set_constraint` keeps it (Optuna's "constraints:<name>").
-                    system_attrs = {f"constraints:{EPOCHS_MISSING}": self._epochs_missing(row[self._time_attr])}
-                else:
-                    state = TrialState.FAIL if self.stopped_trials == "ignored" else TrialState.PRUNED
-            self._ot_study.add_trial(
-                optuna.trial.create_trial(
-                    params=params,
-                    distributions=present,
-                    values=[float(v) for v in values] if state == TrialState.COMPLETE else None,
-                    state=state,
-                    system_attrs=system_attrs,
-                )
-            )
-
     def enqueue(self, configs: list[dict[str, Any]], space: SearchSpace) -> None:
-        """Suggest these configurations first (trials an interruption cut off, to run again)."""
+        """Suggest these configurations first, in order."""
         distributions = {name: domain.distribution() for name, domain in space.params.items()}
         for config in configs:
             self._ot_study.enqueue_trial(typed_params(config, distributions)[0])
@@ -165,10 +158,23 @@ def variant_generator(space: SearchSpace, first_configs: list[dict[str, Any]] | 
     return generator, param_space
 
 
+def journal(path: Path) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage in the file `path` (one file holds many studies; it takes
+    concurrent writers, and `optuna-dashboard PATH` opens it)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
 def make_searcher(
     space: SearchSpace,
     stopped_early: Callable[[str], bool],
     *,
+    storage: optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    resume: bool = False,
     stopped_trials: str = "infeasible",
     first_configs: list[dict[str, Any]] | None = None,
     sampler_options: dict[str, Any] | None = None,
@@ -176,19 +182,71 @@ def make_searcher(
     """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
     optimising `space.objectives`; `first_configs` are suggested first. `sampler_options` go to
     the sampler; Optuna's defaults are kept otherwise (measured against the alternatives in
-    `python -m benchmarks.simulate --experiment tpe`)."""
+    `python -m benchmarks.simulate --experiment tpe`).
+
+    Optuna keeps its study, named `study_name`, in `storage` (in memory when None). With
+    `resume` that study must exist and have been started with the same space
+    (`SearchSpace.identity`); the searcher continues it: the trials an interruption cut off are
+    suggested again first, as the same Optuna trials, and the sampler is seeded anew from the
+    seed and the study's length, so it does not draw the configurations it drew before.
+    """
+    seed = space.seed
+    if resume:
+        seed = int(np.random.SeedSequence([space.seed, len(_recorded_study(storage, study_name, space).trials)]).generate_state(1)[0])
+    elif storage is not None and study_name in {s.study_name for s in storage.get_all_studies()}:
+        raise SpaceError(f"An Optuna study named {study_name!r} already exists; start the study again (names carry the time) or --resume it.")
     searcher = TruthfulOptunaSearch(
         space=space.suggest,
         metric=list(space.objectives),
         mode=list(space.objectives.values()),
-        sampler=make_sampler(space.searcher, space.seed, **(sampler_options or {})),
+        sampler=make_sampler(space.searcher, seed, **(sampler_options or {})),
+        storage=storage,
+        study_name=study_name,
         stopped_early=stopped_early,
         stopped_trials=stopped_trials,
         max_t=space.max_epochs,
     )
-    if first_configs:
-        searcher.enqueue(first_configs, space)
+    if not resume:
+        searcher._ot_study.set_user_attr(SPACE_ATTR, space.identity())
+        if first_configs:
+            searcher.enqueue(first_configs, space)
     return searcher
+
+
+# The Optuna study's user attribute that keeps `SearchSpace.identity()` of the study's space.
+SPACE_ATTR = "space"
+
+
+def _recorded_study(storage: optuna.storages.BaseStorage | None, study_name: str | None, space: SearchSpace) -> optuna.Study:
+    """The Optuna study a resumed study continues; refused if missing or made by another space."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise SpaceError(
+            f"Cannot resume: the searcher's record of study {study_name!r} is missing (a study started by an "
+            "older version, or its optuna.journal was removed). Start a new study without --resume."
+        ) from None
+    recorded = study.user_attrs.get(SPACE_ATTR, {})
+    for part, now in space.identity().items():
+        if recorded.get(part) != now:
+            raise SpaceError(
+                f"Cannot resume study {study_name!r}: its {part} changed ({_difference(recorded.get(part), now)}). "
+                "Resume with the space the study started with, or start a new study without --resume."
+            )
+    return study
+
+
+def _difference(was: str | None, now: str) -> str:
+    """How one part of a space's identity changed, for the refusal's one line."""
+    import json
+
+    try:
+        before, after = json.loads(was or "null"), json.loads(now)
+    except json.JSONDecodeError:
+        before, after = was, now
+    if isinstance(before, dict) and isinstance(after, dict):
+        return ", ".join(sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)))
+    return f"was {before}, now {after}"
 
 
 def make_sampler(kind: str, seed: int, **options: Any) -> optuna.samplers.BaseSampler:

@@ -376,6 +376,34 @@ class SearchSpace:
             }
         )
 
+    def identity(self) -> dict[str, str]:
+        """What a resumed study must share with the study it continues, each part as text: the
+        searched parameters (with their conditions), objectives, constants, trainable, epochs,
+        rungs, searcher, scheduler and seed. Trials, budget and resources may change."""
+        import json
+
+        import optuna
+
+        def text(value: Any) -> str:
+            return json.dumps(value, sort_keys=True, default=repr)
+
+        params = {
+            name: {
+                "distribution": json.loads(optuna.distributions.distribution_to_json(domain.distribution())),
+                "when": dict(domain.when or {}),
+            }
+            for name, domain in self.params.items()
+        }
+        fields = ("max_epochs", "grace_period", "reduction_factor", "searcher", "scheduler", "seed")
+        return {
+            "params": text(params),
+            "objectives": text(dict(self.objectives)),
+            "rung_objectives": text(dict(self.rung_objectives or {})),
+            "constants": text(dict(self.constants)),
+            "trainable": getattr(self.trainable, "__qualname__", repr(self.trainable)),
+            **{field: text(getattr(self, field)) for field in fields},
+        }
+
     def fix(self, values: Mapping[str, Any]) -> SearchSpace:
         """A copy where `values` are constants: fixed parameters leave the search, and so do
         conditional ones whose condition the fixed values rule out (the others lose that part

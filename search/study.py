@@ -42,7 +42,7 @@ QUIET_ENV = {
     # A reused worker waits this long for a stopped trial's thread before taking the next trial
     # (Ray's default, 2 s, is shorter than one epoch of many models and then fails the trial).
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "600",
-    # Ctrl-C is taken by the study's own handler (`_CtrlC`); Ray's would end the run as if it
+    # Ctrl-C is taken by the study's own handler (`_StudyEnding`); Ray's would end the run as if it
     # had completed. The study then marks cut-off trials KILLED and says how to resume.
     "TUNE_DISABLE_SIGINT_HANDLER": "1",
     # Objectives measured only when a trial ends (deployed size, latency) are absent from the
@@ -57,6 +57,8 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
+# The searcher's record in the results directory: every study's Optuna study, by study name.
+OPTUNA_JOURNAL = "optuna.journal"
 USER_SET = frozenset(name for name in QUIET_ENV if name in os.environ)  # a user's setting wins
 for _name, _value in QUIET_ENV.items():
     os.environ.setdefault(_name, _value)
@@ -75,6 +77,7 @@ class StudyResult:
     model_uris: dict[str, str]  # registered model URI of each front trial, by trial name
     stopped_at_rung: dict[int, int]  # trials stopped early, by the epoch of the rung
     started_at: float = 0.0  # when the trials began (epoch seconds; the time budget counts from it)
+    optuna_journal: str | None = None  # the searcher's record (`optuna-dashboard PATH` opens it)
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -156,21 +159,21 @@ def _claim_checkpoint_dir(root: Path, config: dict[str, Any], session: str, tria
     A directory owned by an earlier launch of the study holds what an interrupted run of this
     configuration saved: take it over and continue. One owned by another live trial of this
     launch (the same configuration suggested twice) is left alone for the next `n`. One owned by
-    this very trial is its own, kept from before a retry.
+    this very trial is its own, kept from before a retry. Each claim reads and writes the owner
+    under an exclusive lock on the directory's `owner.lock`, so two trials never both own it.
     """
+    import fcntl
+
     digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
     me = f"{session} {trial_id}"
     for n in itertools.count():
         path = root / f"{digest}-{n}"
         path.mkdir(parents=True, exist_ok=True)
         owner = path / "owner"
-        try:
-            with open(owner, "x") as file:
-                file.write(me)
-            return path
-        except FileExistsError:
-            current = owner.read_text()
-            if current == me or current.split(" ")[0] != session:
+        with open(path / "owner.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            current = owner.read_text() if owner.exists() else ""
+            if current == me or current.split(" ")[0] != session:  # its own, free or an earlier launch's
                 owner.write_text(me)
                 return path
     raise AssertionError("unreachable")
@@ -219,7 +222,7 @@ def summary_table(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
 # Columns of the summary table after the objectives, when the trainable reports them.
 SHOWN_METRICS = ("epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "tflite_bytes", "params")
 # Columns kept in the table for bookkeeping but not printed.
-HIDDEN_COLUMNS = ("trial_id", "run_id", "ended_at", "model_dir", "pareto_rank", "on_front", "knee")
+HIDDEN_COLUMNS = ("trial_id", "optuna_trial", "run_id", "ended_at", "model_dir", "pareto_rank", "on_front", "knee")
 
 
 def _study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: Path) -> pd.DataFrame:
@@ -232,6 +235,7 @@ def _study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: 
     columns = ["trial", "status", *dict.fromkeys([*space.objectives, *SHOWN_METRICS]), *space.params]
     table = pd.DataFrame({column: frame.get(column) for column in columns}, index=frame.index)
     table["trial_id"] = frame.get("trial_id")
+    table["optuna_trial"] = frame.get("optuna_trial")
     table["run_id"] = frame.get("run_id")
     table["ended_at"] = frame.get("ended_at")
     table["model_dir"] = [str(models_dir / str(trial_id)) for trial_id in frame.get("trial_id", [])]
@@ -275,6 +279,34 @@ def _find_interrupted_study(runs: Any, space: SearchSpace, results_dir: Path) ->
     study_name = parent.info.run_name
     table = _study_table(runs, parent.info.run_id, space, results_dir / "models" / study_name)
     return _Resumed(study_name, parent.info.run_id, table)
+
+
+def _settle(runs: Any, resumed: _Resumed, searcher: Any, space: SearchSpace, results_dir: Path) -> _Resumed:
+    """End the runs of trials that ended as the study was killed, after the searcher was told
+    but before their run was (Tune tells the searcher first): Optuna's record says how they
+    ended, so they are neither run again nor lost. Returns the study's trials as they now are."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    from search.searchers import EPOCHS_MISSING
+
+    told = {trial.number: trial for trial in searcher.optuna_study.get_trials(deepcopy=False) if trial.state.is_finished()}
+    settled = False
+    for _, row in resumed.interrupted.iterrows():
+        trial = told.get(int(row["optuna_trial"])) if pd.notna(row["optuna_trial"]) else None
+        if trial is None:
+            continue
+        stopped = trial.state == TrialState.PRUNED or f"constraints:{EPOCHS_MISSING}" in trial.system_attrs
+        runs.client.set_tag(row["run_id"], "settled_on_resume", "ended as the study was killed; status from the searcher's record")
+        if trial.state == TrialState.FAIL:
+            runs.end(row["run_id"], "FAILED")
+        else:
+            runs.client.set_tag(row["run_id"], "stopped_early", str(stopped).lower())
+            runs.end(row["run_id"], "KILLED" if stopped else "FINISHED")
+        settled = True
+    if not settled:
+        return resumed
+    return _Resumed(resumed.study_name, resumed.parent_run_id, _study_table(runs, resumed.parent_run_id, space, results_dir / "models" / resumed.study_name))
 
 
 def _replay(scheduler: Any, runs: Any, ended: pd.DataFrame, objectives: Any) -> None:
@@ -323,8 +355,10 @@ def run_study(
         space_file: logged as an artifact of the parent run.
         verbose: show Ray Tune's full status table instead of one line per ended trial.
         resume: carry on the latest interrupted study of this space: same study run; trials
-            that ended are kept and not rerun; trials cut off by the interruption run again from
-            scratch in their own MLflow runs; the searcher and scheduler learn the history.
+            that ended are kept and not rerun; trials cut off by the interruption run again,
+            from their checkpoints, in their own MLflow runs and as their own Optuna trials; the
+            searcher continues its Optuna study (`results_dir/optuna.journal`) and the scheduler
+            replays the ended trials. Refused if the space changed (`SearchSpace.identity`).
         first_configs: searched-parameter values to try first, in order (known good
             configurations, or a fixed list to measure); the searcher suggests the rest.
         address: an existing Ray cluster to run on ("HOST:PORT", or "auto"); by default a
@@ -332,7 +366,8 @@ def run_study(
             must be reachable from every node (checked before the first trial).
 
     Raises:
-        StudyInterrupted: on Ctrl-C, after marking the cut-off trials KILLED.
+        StudyInterrupted: on Ctrl-C or SIGTERM, after marking the cut-off trials KILLED.
+        SpaceError: a resume that finds nothing to resume, or a changed space.
     """
     if address and "RAY_AUTH_MODE" not in USER_SET:  # read when Ray is imported
         from search.cluster import auth_mode
@@ -341,13 +376,12 @@ def run_study(
     import mlflow  # its import configures its loggers; quieten them afterwards
     import optuna
     import ray
-    from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from search import devices
     from search import front as front_module
     from search.progress import ProgressLines
     from search.schedulers import make_scheduler
+    from search.searchers import journal
     from search.searchers import make_searcher
     from search.searchers import variant_generator
     from search.tracking import StudyRuns
@@ -381,6 +415,9 @@ def run_study(
                 "worker_process_setup_hook": "search.devices.quiet_worker",
             },
         }
+        reaped = cluster.reap_orphaned_agents()
+        if reaped:
+            print(f"Ended {len(reaped)} Ray agent processes a killed launch left behind.", flush=True)
         if address:
             cluster.connect(address, **settings)
             cluster.check_shared(results_dir, tracking_uri)
@@ -413,81 +450,52 @@ def run_study(
         searcher = None
         search_alg, param_space = variant_generator(space, first_configs)
     else:
-        searcher = make_searcher(space, stopped_early, first_configs=first_configs)
+        # Optuna keeps the searcher's state (every trial it suggested, and what it was told)
+        # in its journal, so a resumed study continues it instead of starting over.
+        searcher = make_searcher(
+            space,
+            stopped_early,
+            storage=journal(results_dir / OPTUNA_JOURNAL),
+            study_name=study_name,
+            resume=resumed is not None,
+            first_configs=first_configs,
+        )
         search_alg = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
-    trial_runs = TrialRuns(runs, stopped_early=stopped_early)
+    trial_runs = TrialRuns(runs, stopped_early=stopped_early, optuna_trial=searcher.optuna_trial if searcher else None)
     if resumed:
         assert searcher is not None  # run_study refuses to resume with "variant"
         parent_run_id = runs.reopen_parent(resumed.parent_run_id)
-        searcher.tell_history(resumed.ended.to_dict("records"), space)
-        searcher.enqueue([{n: row[n] for n in space.params} for _, row in resumed.interrupted.iterrows()], space)
-        _replay(scheduler, runs, resumed.ended, space.rung_objectives or space.objectives)
-        trial_runs.carry_on(resumed.table, list(space.params))
     else:
         parent_run_id = _start_study_run(runs, space, study_name, type(scheduler).__name__, space_file)
-    remaining = space.num_samples - (len(resumed.ended) if resumed else 0)
-
-    ctrl_c = _CtrlC()
-    callbacks: list = [trial_runs, ctrl_c.callback()]
-    if not verbose:
-        callbacks.append(
-            ProgressLines(
-                total=space.num_samples,
-                objectives=dict(space.objectives),
-                rung_objectives=dict(space.rung_objectives or {}),
-                cut_off=trial_runs.cut_off.__contains__,
-                name_of=trial_runs.trial_name,
-                stopped_early=stopped_early,
-                already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
+    # From here every way out (success, an exception in any phase, Ctrl-C, SIGTERM) ends the
+    # study run and the runs of trials still training with a true status.
+    with _StudyEnding(runs, parent_run_id, trial_runs, study_name) as ending:
+        if resumed:
+            resumed = _settle(runs, resumed, searcher, space, results_dir)
+            _replay(scheduler, runs, resumed.ended, space.rung_objectives or space.objectives)
+            trial_runs.carry_on(resumed.table, searcher.interrupted)
+        remaining = space.num_samples - (len(resumed.ended) if resumed else 0)
+        callbacks: list = [trial_runs, ending.callback()]
+        if not verbose:
+            callbacks.append(
+                ProgressLines(
+                    total=space.num_samples,
+                    objectives=dict(space.objectives),
+                    rung_objectives=dict(space.rung_objectives or {}),
+                    cut_off=trial_runs.cut_off.__contains__,
+                    name_of=trial_runs.trial_name,
+                    stopped_early=stopped_early,
+                    already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
+                    time_budget_s=space.time_budget_s,
+                )
             )
-        )
-
-    multi_worker = space.workers_per_trial > 1
-    trainable = tune.with_resources(
-        functools.partial(
-            _run_trial,
-            trainable=space.trainable,
-            cpus=space.cpus_per_trial,
-            gpus=space.gpus_per_trial,
-            workers=space.workers_per_trial,
-            gpu_memory_mb=space.gpu_memory_mb,
-            models_dir=str(models_dir),
-            checkpoints_dir=str(checkpoints_dir),
-            cache_dir=str(cache_dir),
-            train_runs_dir=str(results_dir / "ray" / "train" / study_name),
-            session=uuid.uuid4().hex,
-        ),
-        # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.
-        {"cpu": devices.DRIVER_CPUS} if multi_worker else {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
-    )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            search_alg=search_alg,
-            scheduler=scheduler,
-            num_samples=max(remaining, 1),
-            # A stopped multi-worker trial must end its process to end its Train run.
-            reuse_actors=not multi_worker,
-            time_budget_s=space.time_budget_s,
-        ),
-        run_config=tune.RunConfig(
-            name=f"{study_name}-resumed-{time.strftime('%H%M%S')}" if resumed else study_name,
-            storage_path=str(results_dir / "ray"),
-            callbacks=callbacks,
-            verbose=2 if verbose else 0,
-            failure_config=tune.FailureConfig(max_failures=space.max_retries),
-        ),
-    )
-
-    started_at = time.time()
-    if space.time_budget_s is not None:
-        trial_runs.budget_ends_at = started_at + space.time_budget_s
-    status = "FAILED"
-    try:
+        tuner = _tuner(space, study_name, results_dir, scheduler, search_alg, param_space, callbacks, verbose, remaining, resumed is not None)
+        started_at = time.time()
+        if space.time_budget_s is not None:
+            trial_runs.budget_ends_at = started_at + space.time_budget_s
         if remaining > 0:
             tuner.fit()
-        ctrl_c.restore()
+        ending.check()  # a signal that came as Tune's loop ended
         if space.time_budget_s is not None:
             trial_runs.cut_off_running()
         wall_time_s = time.time() - started_at
@@ -510,64 +518,158 @@ def run_study(
         shutil.rmtree(cache_dir, ignore_errors=True)
         stopped_at_rung = dict(sorted(scheduler.stopped_at_rung.items()))
         _log_study_summary(runs, parent_run_id, front, space, wall_time_s, stopped_at_rung)
-        status = "FINISHED"
-        return StudyResult(
-            study_name,
-            experiment,
-            tracking_uri,
-            parent_run_id,
-            wall_time_s,
-            front,
-            model_uris,
-            stopped_at_rung,
-            started_at,
-        )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        trial_runs.interrupt_running()
-        raise StudyInterrupted(study_name) from None
-    finally:
-        ctrl_c.restore()
-        runs.end(parent_run_id, status)
+        ending.check()  # a signal during the front phase: it is recorded, but the study was cut
+    return StudyResult(
+        study_name,
+        experiment,
+        tracking_uri,
+        parent_run_id,
+        wall_time_s,
+        front,
+        model_uris,
+        stopped_at_rung,
+        started_at,
+        optuna_journal=str(results_dir / OPTUNA_JOURNAL) if searcher is not None else None,
+    )
+
+
+def _tuner(
+    space: SearchSpace,
+    study_name: str,
+    results_dir: Path,
+    scheduler: Any,
+    search_alg: Any,
+    param_space: dict[str, Any],
+    callbacks: list,
+    verbose: bool,
+    remaining: int,
+    resumed: bool,
+) -> Any:
+    """Ray Tune's Tuner for the study's trials: `_run_trial` on the resources each trial asks."""
+    from ray import tune
+
+    from search import devices
+
+    multi_worker = space.workers_per_trial > 1
+    trainable = tune.with_resources(
+        functools.partial(
+            _run_trial,
+            trainable=space.trainable,
+            cpus=space.cpus_per_trial,
+            gpus=space.gpus_per_trial,
+            workers=space.workers_per_trial,
+            gpu_memory_mb=space.gpu_memory_mb,
+            models_dir=str(results_dir / "models" / study_name),
+            checkpoints_dir=str(results_dir / "checkpoints" / study_name),
+            cache_dir=str(results_dir / "cache" / study_name),
+            train_runs_dir=str(results_dir / "ray" / "train" / study_name),
+            session=uuid.uuid4().hex,
+        ),
+        # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.
+        {"cpu": devices.DRIVER_CPUS} if multi_worker else {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=max(remaining, 1),
+            # A stopped multi-worker trial must end its process to end its Train run.
+            reuse_actors=not multi_worker,
+            time_budget_s=space.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{study_name}-resumed-{time.strftime('%H%M%S')}" if resumed else study_name,
+            storage_path=str(results_dir / "ray"),
+            callbacks=callbacks,
+            verbose=2 if verbose else 0,
+            failure_config=tune.FailureConfig(max_failures=space.max_retries),
+        ),
+    )
 
 
 class StudyInterrupted(Exception):
-    """Ctrl-C stopped the study. What ended is recorded; `--resume` carries on from there."""
+    """Ctrl-C or SIGTERM stopped the study. What ended is recorded; `--resume` carries on.
+
+    `signal_number` is the signal that stopped it (the launcher exits with 128 + it)."""
+
+    def __init__(self, study_name: str, signal_number: int = 2) -> None:
+        super().__init__(study_name)
+        self.signal_number = signal_number
 
 
-class _CtrlC:
-    """Turns Ctrl-C into a KeyboardInterrupt at a safe point of Tune's loop.
+class _StudyEnding:
+    """Owns how a study ends: its run's status, the runs of trials still training, and the
+    signals that stop it.
 
-    A KeyboardInterrupt raised wherever the signal lands can cut an MLflow write in half and
-    leave the sqlite store locked; this handler only notes the signal, and `on_step_begin`
-    (between Tune's steps, never during a write) raises it. A second Ctrl-C interrupts at once.
+    Entered once the study run exists. On leaving, the study run ends FINISHED if the block
+    completed, KILLED if Ctrl-C or SIGTERM stopped it (the trials still training end KILLED and
+    tagged `interrupted`, so `--resume` runs them again), FAILED on any other exception (the
+    trials still training end KILLED, tagged `interrupted` with the study's error). No run is
+    left RUNNING.
+
+    SIGINT and SIGTERM (what a cluster scheduler or `docker stop` sends) are only noted when
+    they arrive: a KeyboardInterrupt raised wherever a signal lands can cut an MLflow write in
+    half and leave the sqlite store locked. Tune's loop checks between its steps (`callback`),
+    the study after the loop and after the front phase (`check`). A second signal interrupts at
+    once.
     """
 
-    def __init__(self) -> None:
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, runs: Any, parent_run_id: str, trial_runs: Any, study_name: str) -> None:
+        self.runs = runs
+        self.parent_run_id = parent_run_id
+        self.trial_runs = trial_runs
+        self.study_name = study_name
+        self.requested: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StudyEnding:
         import signal
 
-        self.requested = False
-        self.previous = signal.signal(signal.SIGINT, self._note)
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self.previous[number] = signal.signal(number, self._note)
+        return self
 
     def _note(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested is not None:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = signum
 
-    def restore(self) -> None:
+    def check(self) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
         import signal
 
-        signal.signal(signal.SIGINT, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        if kind is None:
+            self.runs.end(self.parent_run_id, "FINISHED")
+            return False
+        if issubclass(kind, KeyboardInterrupt):
+            self.trial_runs.interrupt_running()
+            self.runs.end(self.parent_run_id, "KILLED")
+            raise StudyInterrupted(self.study_name, self.requested or signal.SIGINT) from None
+        try:
+            self.trial_runs.interrupt_running(f"the study failed: {type(error).__name__}: {error}"[:500])
+            self.runs.client.set_tag(self.parent_run_id, "error", f"{type(error).__name__}: {error}"[-5000:])
+        finally:
+            self.runs.end(self.parent_run_id, "FAILED")
+        return False
 
     def callback(self) -> Any:
         from ray import tune
 
-        ctrl_c = self
+        ending = self
 
         class RaiseWhenRequested(tune.Callback):
             def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-                if ctrl_c.requested:
-                    raise KeyboardInterrupt
+                ending.check()
 
             def __getstate__(self) -> dict:  # Ray pickles callbacks; the handler stays here
                 return {}

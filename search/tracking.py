@@ -45,6 +45,10 @@ RAY_RESULT_KEYS = frozenset(
 )
 
 
+# The Optuna trial's user attribute that holds its MLflow run id.
+MLFLOW_RUN_ID = "mlflow_run_id"
+
+
 def default_tracking_uri(results_dir: Path) -> str:
     """The sqlite store in the results directory, as an absolute URI usable from any process."""
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
@@ -146,6 +150,10 @@ class TrialRuns(tune.Callback):
         stopped_early: tells whether the scheduler stopped a trial (by trial id) before its
             last epoch; such trials end as KILLED, trials that raised as FAILED, others FINISHED.
         step_key: the result entry used as the metric step (the epoch).
+        optuna_trial: the Optuna trial behind a Ray trial id, when an Optuna searcher suggests:
+            each run is tagged `optuna_trial` with its number, and the Optuna trial keeps the
+            run's id (user attribute `mlflow_run_id`), which is how a resumed study gives an
+            interrupted trial its run back.
 
     `budget_ends_at` is when the study's time budget runs out (epoch seconds), set once the
     trials start, if it has one: trials Tune ends after that without their last (`complete`)
@@ -153,10 +161,15 @@ class TrialRuns(tune.Callback):
     """
 
     def __init__(
-        self, runs: StudyRuns, stopped_early: Callable[[str], bool], step_key: str = "epoch"
+        self,
+        runs: StudyRuns,
+        stopped_early: Callable[[str], bool],
+        step_key: str = "epoch",
+        optuna_trial: Callable[[str], Any] | None = None,
     ) -> None:
         self.runs = runs
         self.stopped_early = stopped_early
+        self.optuna_trial = optuna_trial
         self.step_key = step_key
         self.budget_ends_at: float | None = None
         self.cut_off: set[str] = set()  # trial ids the time budget ended
@@ -165,33 +178,30 @@ class TrialRuns(tune.Callback):
         self.ended_at: dict[str, float] = {}  # epoch seconds, by trial id
         self.retries: dict[str, int] = {}
         self.next_number = 1
-        self.params: list[str] = []
-        self.rerun: dict[tuple, tuple[str, int]] = {}  # config -> (run id, number) to run again
-        self.logged_steps: dict[str, set[int]] = {}  # steps a rerun trial's run already has
+        self.rerun: dict[int, tuple[str, int]] = {}  # Optuna trial number -> (run id, number) to run again
+        self.logged_steps: dict[str, set[int]] = {}  # steps earlier attempts recorded, by run id
+        self.attempt_steps: dict[str, set[int]] = {}  # steps this attempt recorded, by run id
         self.tagged: dict[str, dict[str, str]] = {}  # text tags set on each run, by run id
 
-    def carry_on(self, table: Any, params: list[str]) -> None:
-        """Continue an interrupted study: number new trials after its trials, and give the
-        trials it had running when it was cut off their own runs back when they run again."""
-        from search.results import ENDED
-
-        self.params = params
-        for _, row in table.iterrows():
-            number = int(str(row["trial"]).rsplit("-", 1)[-1])
-            self.next_number = max(self.next_number, number + 1)
-            if row["status"] in ENDED:
-                self.numbers[str(row["trial_id"])] = number
-            else:
-                self.rerun[self._key(row)] = (row["run_id"], number)
-                history = self.runs.client.get_metric_history(row["run_id"], self.step_key)
-                self.logged_steps[row["run_id"]] = {point.step for point in history}
-
-    def _key(self, config: Any) -> tuple:
-        """The searched values, a conditional parameter that did not apply as None."""
+    def carry_on(self, table: Any, interrupted: list[Any]) -> None:
+        """Continue an interrupted study: number new trials after its trials, and give each
+        trial it had running when it was cut off (`interrupted`: their Optuna trials, which the
+        searcher suggests again) its own run back when it runs again. A run is matched to its
+        Optuna trial by its `optuna_trial` tag, set when the run was created."""
         import pandas as pd
 
-        values = (config.get(name) for name in self.params)
-        return tuple(None if value is None or pd.isna(value) else str(value) for value in values)
+        from search.results import ENDED
+
+        numbers = {row["run_id"]: int(str(row["trial"]).rsplit("-", 1)[-1]) for _, row in table.iterrows()}
+        self.next_number = max([self.next_number, *(n + 1 for n in numbers.values())])
+        for _, row in table[table["status"].isin(ENDED)].iterrows():
+            self.numbers[str(row["trial_id"])] = numbers[row["run_id"]]
+        waiting = {trial.number for trial in interrupted}
+        for _, row in table[~table["status"].isin(ENDED)].iterrows():
+            if pd.notna(row["optuna_trial"]) and int(row["optuna_trial"]) in waiting:
+                self.rerun[int(row["optuna_trial"])] = (row["run_id"], numbers[row["run_id"]])
+                history = self.runs.client.get_metric_history(row["run_id"], self.step_key)
+                self.logged_steps[row["run_id"]] = {point.step for point in history}
 
     def trial_name(self, trial: Trial) -> str:
         if trial.trial_id not in self.numbers:
@@ -202,8 +212,9 @@ class TrialRuns(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         if trial.trial_id in self.run_ids:
             return
-        if self.rerun and self._key(trial.config) in self.rerun:
-            run_id, number = self.rerun.pop(self._key(trial.config))
+        optuna_trial = self.optuna_trial(trial.trial_id) if self.optuna_trial else None
+        if optuna_trial is not None and optuna_trial.number in self.rerun:
+            run_id, number = self.rerun.pop(optuna_trial.number)
             self.numbers[trial.trial_id] = number
             self.run_ids[trial.trial_id] = run_id
             self.runs.client.update_run(run_id, status="RUNNING")
@@ -212,13 +223,14 @@ class TrialRuns(tune.Callback):
                 run_id, "resumed", "rerun from scratch: it was running when the study was interrupted"
             )
             return
-        run = self.runs.client.create_run(
-            self.runs.experiment_id,
-            run_name=self.trial_name(trial),
-            tags={"mlflow.parentRunId": self.runs.parent_run_id, "ray_trial_id": trial.trial_id},
-        )
+        tags = {"mlflow.parentRunId": self.runs.parent_run_id, "ray_trial_id": trial.trial_id}
+        if optuna_trial is not None:
+            tags["optuna_trial"] = str(optuna_trial.number)
+        run = self.runs.client.create_run(self.runs.experiment_id, run_name=self.trial_name(trial), tags=tags)
         self.run_ids[trial.trial_id] = run.info.run_id
         self.runs.log_params(run.info.run_id, trial.config)
+        if optuna_trial is not None:  # what a resumed study matches an interrupted trial by
+            optuna_trial.set_user_attr(MLFLOW_RUN_ID, run.info.run_id)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
@@ -230,7 +242,10 @@ class TrialRuns(tune.Callback):
             )
         if run_id is not None:
             step = int(result.get(self.step_key, result.get("training_iteration", 0)))
-            if step not in self.logged_steps.get(run_id, ()):  # recorded before an interruption
+            # A trial continuing from its checkpoint (after an interruption or a retry) reports
+            # its last saved epoch again first: steps an earlier attempt recorded are skipped.
+            if step not in self.logged_steps.get(run_id, ()):
+                self.attempt_steps.setdefault(run_id, set()).add(step)
                 self.runs.log_metrics(run_id, trial_metrics(result), step=step)
                 for key, value in trial_text(result).items():
                     if self.tagged.setdefault(run_id, {}).get(key) != value:
@@ -269,14 +284,16 @@ class TrialRuns(tune.Callback):
         """The time budget ran out: end the runs of trials Tune left without an ending."""
         self.cut_off.update(self._kill_running("cut_off", "time budget"))
 
-    def interrupt_running(self) -> None:
-        """The study was interrupted: end the runs of trials still training as KILLED."""
-        self._kill_running("interrupted", "true")
+    def interrupt_running(self, reason: str = "true") -> None:
+        """The study was interrupted (or failed, `reason`): end the runs of trials still training
+        as KILLED, tagged `interrupted`, which `--resume` runs again."""
+        self._kill_running("interrupted", reason)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         # The trial raised and will be started again (`max_retries`); keep one run, say so.
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is not None:
+            self.logged_steps.setdefault(run_id, set()).update(self.attempt_steps.pop(run_id, set()))
             self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
             self.runs.client.set_tag(run_id, "retries", str(self.retries[trial.trial_id]))
             self.runs.client.set_tag(run_id, f"error_before_retry_{self.retries[trial.trial_id]}", error_message(trial)[-5000:])

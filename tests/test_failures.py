@@ -57,6 +57,7 @@ def test_crashing_trials_are_failed_and_the_study_goes_on(tmp_path):
     # exception as a tag, and the others FINISHED with their metrics.
     assert done.returncode == 0, done.stderr
     assert len(trials) == 6 and "FAILED" in statuses and "FINISHED" in statuses
+    assert set(statuses) == {"FAILED", "FINISHED"}
     for trial in trials:
         if trial.info.status == "FAILED":
             assert "RuntimeError: boom: mode crash cannot train" in trial.data.tags["error"]
@@ -137,3 +138,48 @@ def test_a_time_budget_ends_the_study_and_cuts_off_running_trials(tmp_path):
     assert cut and all(r.info.status == "KILLED" and r.data.tags.get("on_front") != "true" for r in cut)
     assert all(r.info.status in ("FINISHED", "KILLED") for r in trials)
     assert "cut off by the time budget" in done.stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_trial_whose_worker_process_is_killed_is_retried_from_its_checkpoint(tmp_path):
+    import os
+    import signal
+
+    import psutil
+
+    from tests.test_resume import SPACE
+
+    space = tmp_path / "resumable.py"
+    space.write_text(SPACE.replace("num_samples=8", "num_samples=4").replace("0.7", "1.0"))
+    command = [sys.executable, "-m", "search.launch", str(space), "--results-dir", str(tmp_path / "results"), "--max-retries", "1"]
+    launcher = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and launcher.poll() is None:
+        time.sleep(0.2)
+        experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("resumable")
+        runs = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags] if experiment else []
+        if not any(r.info.status == "RUNNING" and r.data.metrics.get("epoch") == 1 for r in runs):
+            continue
+        # A trial has trained an epoch: kill a training worker process of this study outright.
+        for process in psutil.process_iter(["pid", "name"]):
+            try:
+                if process.info["name"] == "ray::ImplicitFunc.train" and os.getsid(process.pid) == launcher.pid:
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed = process.pid
+                    break
+            except (OSError, psutil.Error):
+                continue
+    out, err = launcher.communicate(timeout=300)
+    assert killed is not None, "no training worker was found to kill"
+    assert launcher.returncode == 0, out[-2000:] + err[-2000:]
+    trials = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    # The study went on: every trial finished, one of them after a retry that says why it was
+    # needed, and every trial's epochs are recorded once each.
+    assert len(trials) == 4 and all(r.info.status == "FINISHED" for r in trials)
+    assert len({r.data.params["x"] for r in trials}) == 4
+    retried = [r for r in trials if r.data.tags.get("retries") == "1"]
+    assert len(retried) == 1 and retried[0].data.tags["error_before_retry_1"]
+    for run in trials:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score")) == [1, 2, 3]

@@ -1,6 +1,5 @@
 """The command line: bad input fails fast and clearly; a tiny study lands in MLflow."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -1,3 +1,4 @@
+import re
 import io
 from types import SimpleNamespace
 
@@ -37,3 +38,15 @@ def test_heartbeat_while_no_trial_ends():
     progress.on_step_begin(0, [SimpleNamespace(trial_id="5", status="RUNNING")])
     # A resumed study counts the trials that ended before the interruption.
     assert "still running | 2/4 ended (2 finished, 0 stopped, 0 failed), 1 running" in stream.getvalue()
+
+
+def test_time_left_never_goes_beyond_the_time_budget():
+    stream = io.StringIO()
+    progress = ProgressLines(
+        total=1000, objectives={"score": "max"}, name_of=lambda trial: "t", stopped_early=lambda trial_id: False,
+        stream=stream, time_budget_s=120.0,
+    )  # fmt: skip
+    progress.start -= 60  # one trial ended after a minute; 999 more would take 16 hours
+    trial = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 1, "score": 1.0})
+    progress.on_trial_complete(0, [trial], trial)
+    assert re.search(r"~00:5\d left|~01:00 left", stream.getvalue())

@@ -1,6 +1,7 @@
 """An interrupted study carries on with --resume: nothing measured is lost or measured twice."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,44 +53,99 @@ SPACE = SearchSpace(
 """
 
 
+def _left_behind(session_id):
+    """Processes still running in the session a launcher was started in (its Ray processes)."""
+    import psutil
+
+    left = []
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if os.getsid(process.pid) == session_id and process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(process.pid)
+        except (OSError, psutil.Error):
+            continue
+    return left
+
+
 def _trial_runs(client, experiment_id):
     runs = client.search_runs([experiment_id])
     return [r for r in runs if "mlflow.parentRunId" in r.data.tags], [r for r in runs if r.data.tags.get("role") == "study"]
 
 
+# The first launch, its front phase slowed down so that a kill can land in it: it leaves a
+# marker file when the phase begins.
+SLOW_FRONT = """
+import sys, time, search.front
+record = search.front.record
+def slow_record(*args, **kwargs):
+    open({marker!r}, "w").close()
+    time.sleep(30)
+    return record(*args, **kwargs)
+search.front.record = slow_record
+from search.launch import main
+sys.exit(main({arguments!r}))
+"""
+
+
+def _killed_when(when, trials, marker):
+    """Whether the study is where `when` says the kill should land."""
+    finished = sum(r.info.status == "FINISHED" for r in trials)
+    if when == "before any trial ended":
+        return len(trials) >= 1 and finished == 0
+    if when == "mid-study":
+        return finished >= 2
+    return marker.exists()  # "in the front phase"
+
+
 @pytest.mark.timeout(600)
-def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
+@pytest.mark.parametrize("when", ["before any trial ended", "mid-study", "in the front phase"])
+def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path, when):
     (tmp_path / "resumable.py").write_text(SPACE)
-    command = [sys.executable, "-m", "search.launch", str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    arguments = [str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
+    command = [sys.executable, "-m", "search.launch", *arguments]
+    marker = tmp_path / "front-phase-began"
+    launch = [sys.executable, "-c", SLOW_FRONT.format(marker=str(marker), arguments=arguments)] if when == "in the front phase" else command
+    first = subprocess.Popen(launch, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     deadline = time.monotonic() + 300
-    finished_before = []
-    while time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.5)
+    ready = False
+    while time.monotonic() < deadline and first.poll() is None and not ready:
+        time.sleep(0.2)
         experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("resumable")
-        if experiment:
-            trials, _ = _trial_runs(client, experiment.experiment_id)
-            finished_before = [r for r in trials if r.info.status == "FINISHED"]
-            if len(finished_before) >= 2:
-                break
-    # Kill the whole study (driver and the Ray processes it started) without any warning.
-    os.killpg(first.pid, signal.SIGKILL)
+        ready = bool(experiment) and _killed_when(when, _trial_runs(client, experiment.experiment_id)[0], marker)
+    # Kill the launcher without any warning. The local Ray it started goes down with it, but
+    # for its agents, which would linger for a minute.
+    os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    assert len(finished_before) >= 2, "the study ended or stalled before it could be killed"
+    assert ready, f"the study ended or stalled before it could be killed {when}"
     trials, studies = _trial_runs(client, experiment.experiment_id)
     finished_before = {r.info.run_id: r for r in trials if r.info.status == "FINISHED"}
     cut_off = {r.info.run_id for r in trials if r.info.status == "RUNNING"}
+    assert studies[0].info.status == "RUNNING"  # what a kill leaves; the resume must end it
     parent_id = studies[0].info.run_id
 
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    # The resumed launch ended the agents the killed one left behind.
+    assert re.search(r"Ended [12] Ray agent processes a killed launch left behind.", resumed.stdout)
+    assert _left_behind(first.pid) == []
 
     trials, studies = _trial_runs(client, experiment.experiment_id)
     # The same study run carries on and finishes; it has exactly the trials asked for, one run each.
     assert [s.info.run_id for s in studies] == [parent_id] and studies[0].info.status == "FINISHED"
-    assert len(trials) == 8 and len({r.info.run_name for r in trials}) == 8
+    assert len(trials) == 8 and len({r.info.run_name for r in trials}) == 8, [(r.info.run_name, r.info.status, r.data.tags.get("optuna_trial"), r.data.tags.get("resumed"), r.data.params.get("x")) for r in trials]
     assert all(r.info.status == "FINISHED" for r in trials)
+    # No configuration ran twice: the resumed searcher continued its Optuna study, which holds
+    # the 8 trials, each suggested once, each pointing at its run.
+    assert len({r.data.params["x"] for r in trials}) == 8
+    import optuna
+
+    from search.searchers import journal
+
+    (record,) = optuna.get_all_study_summaries(journal(tmp_path / "results" / "optuna.journal"))
+    optuna_trials = optuna.load_study(study_name=record.study_name, storage=journal(tmp_path / "results" / "optuna.journal")).trials
+    assert len(optuna_trials) == 8 and all(t.state == optuna.trial.TrialState.COMPLETE for t in optuna_trials)
+    assert sorted(t.user_attrs["mlflow_run_id"] for t in optuna_trials) == sorted(r.info.run_id for r in trials)
     by_id = {r.info.run_id: r for r in trials}
     for run_id, before in finished_before.items():
         # Trials that had finished were not run again: same Ray trial, one value per epoch.
@@ -112,7 +168,15 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize(
+    "signal_number, whole_group",
+    [
+        (signal.SIGINT, True),  # Ctrl-C in a terminal signals the whole foreground process group
+        (signal.SIGTERM, False),  # a cluster scheduler or `docker stop` signals the launcher alone
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(tmp_path, signal_number, whole_group):
     (tmp_path / "resumable.py").write_text(SPACE)
     command = [sys.executable, "-m", "search.launch", str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -123,18 +187,85 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
         experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("resumable")
         if experiment and sum(r.info.status == "FINISHED" for r in _trial_runs(client, experiment.experiment_id)[0]) >= 1:
             break
-    # Ctrl-C in a terminal signals the whole foreground process group.
-    os.killpg(first.pid, signal.SIGINT)
+    if whole_group:
+        os.killpg(first.pid, signal_number)
+    else:
+        os.kill(first.pid, signal_number)
     out, err = first.communicate(timeout=120)
-    # Exit code 130, the trials so far, and the exact command that resumes.
-    assert first.returncode == 130, out + err
+    # Exit code 128 + the signal (130, 143), the trials so far, and the command that resumes.
+    assert first.returncode == 128 + signal_number, out + err
+    # Its Ray went down with it.
+    time.sleep(2)
+    assert _left_behind(first.pid) == []
     assert "interrupted" in out and "Resume it with:  python -m search.launch" in out and "--resume" in out
     trials, studies = _trial_runs(client, experiment.experiment_id)
     # Nothing is left RUNNING: cut-off trials and the study are KILLED; finished ones stay.
     assert studies[0].info.status == "KILLED"
     assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
     assert all(r.data.tags.get("interrupted") == "true" for r in trials if r.info.status == "KILLED")
+    if signal_number == signal.SIGTERM:
+        return  # the record is the same as after Ctrl-C, whose resume follows
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     trials, _ = _trial_runs(client, experiment.experiment_id)
     assert len(trials) == 8 and all(r.info.status == "FINISHED" for r in trials)
+    assert len({r.data.params["x"] for r in trials}) == 8  # no configuration ran twice
+
+
+@pytest.mark.timeout(600)
+def test_a_study_that_fails_after_its_trials_ends_every_run_and_resume_finishes_it(tmp_path):
+    (tmp_path / "resumable.py").write_text(SPACE.replace("num_samples=8", "num_samples=3").replace("0.7", "0.05"))
+    arguments = [str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
+    # The model registry fails in the front phase, after every trial has ended.
+    failing = (
+        "import sys, search.front\n"
+        "def record(*args, **kwargs): raise RuntimeError('model registry unreachable')\n"
+        "search.front.record = record\n"
+        "from search.launch import main\n"
+        f"sys.exit(main({arguments!r}))\n"
+    )
+    first = subprocess.run([sys.executable, "-c", failing], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode != 0 and "model registry unreachable" in first.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("resumable")
+    trials, studies = _trial_runs(client, experiment.experiment_id)
+    # The study run says it failed and why; no run is left RUNNING; the trials' results stay.
+    assert studies[0].info.status == "FAILED" and "model registry unreachable" in studies[0].data.tags["error"]
+    assert len(trials) == 3 and all(r.info.status == "FINISHED" for r in trials)
+    # A resume with an edited space is refused, with what changed, before anything is touched.
+    edited = tmp_path / "edited" / "resumable.py"
+    edited.parent.mkdir()
+    edited.write_text((tmp_path / "resumable.py").read_text().replace("max_epochs=3", "max_epochs=4"))
+    refused = subprocess.run(
+        [sys.executable, "-m", "search.launch", str(edited), *arguments[1:], "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 2 and "its max_epochs changed (was 3, now 4)" in refused.stderr
+    assert _trial_runs(client, experiment.experiment_id)[1][0].info.status == "FAILED"
+    # Resuming runs no trial again and finishes the study.
+    resumed = subprocess.run([sys.executable, "-m", "search.launch", *arguments, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    trials, studies = _trial_runs(client, experiment.experiment_id)
+    assert [s.info.status for s in studies] == ["FINISHED"] and len(trials) == 3
+
+
+def _claim(args):
+    from search.study import _claim_checkpoint_dir
+
+    root, session, trial_id = args
+    return _claim_checkpoint_dir(root, {"x": 0.5}, session, trial_id).name
+
+
+def test_checkpoint_directories_are_claimed_once_even_when_trials_race(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from search.study import _claim_checkpoint_dir
+
+    # An earlier launch left a checkpoint of this configuration behind.
+    earlier = _claim_checkpoint_dir(tmp_path, {"x": 0.5}, "earlier", "t0")
+    with ProcessPoolExecutor(4) as pool:
+        claimed = list(pool.map(_claim, [(tmp_path, "now", f"t{i}") for i in range(8)]))
+    # Eight trials of this launch with the same configuration, claiming at once: exactly one
+    # takes over the earlier launch's directory, the others get directories of their own.
+    assert sorted(claimed) == sorted({*claimed}) and earlier.name in claimed
+    # A trial claiming again (a retry) gets its own directory back.
+    assert _claim((tmp_path, "now", "t3")) == claimed[3]

@@ -101,36 +101,87 @@ def test_ray_tunes_random_search_refuses_conditional_parameters():
 
 
 @pytest.mark.parametrize("told", ["infeasible", "pruned", "ignored"])
-def test_a_resumed_study_tells_optuna_its_history_as_it_was_told_live(told):
+def test_a_stopped_trial_is_told_as_chosen_and_never_reaches_optunas_front(told):
     from search.searchers import make_searcher
 
     space = _space().replace(max_epochs=8)
-    stopped = {"s"}
-    live = make_searcher(space, stopped.__contains__, stopped_trials=told)
+    searcher = make_searcher(space, {"s"}.__contains__, stopped_trials=told)
     results = {"f": {"epoch": 8, "val_accuracy": 0.9, "epoch_time_s": 2.0}, "s": {"epoch": 2, "val_accuracy": 0.6, "epoch_time_s": 0.1}}
-    configs = {trial_id: live.suggest(trial_id) for trial_id in results}
     for trial_id, result in results.items():
-        live.on_trial_complete(trial_id, result)
-    resumed = make_searcher(space, stopped.__contains__, stopped_trials=told)
-    rows = [
-        {"status": "finished" if trial_id == "f" else "stopped", "learning_rate": configs[trial_id]["learning_rate"], **results[trial_id]}
-        for trial_id in results
-    ]
-    resumed.tell_history(rows, space)
-
-    def told_as(searcher):
-        return [(t.state, t.values, t.constraints) for t in searcher._ot_study.trials]
-
-    # The same states, values and constraints, whether told live or from the record.
-    assert told_as(resumed) == told_as(live)
-    state, values, constraints = told_as(live)[1]
-    expected = {"infeasible": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "ignored": TrialState.FAIL}[told]
-    assert state == expected
+        searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, result)
+    stopped = searcher.optuna_study.trials[1]
+    assert stopped.state == {"infeasible": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "ignored": TrialState.FAIL}[told]
     if told == "infeasible":
         # Its rung values, and a violated constraint: it ran 2 of 8 epochs.
-        assert values == [0.6, 0.1] and constraints == {"epochs_missing": pytest.approx(0.75)}
+        assert stopped.values == [0.6, 0.1] and stopped.constraints == {"epochs_missing": pytest.approx(0.75)}
     # Whatever the mode, Optuna's front holds only the full-budget trial.
-    assert [t.number for t in live._ot_study.best_trials] == [0]
+    assert [t.number for t in searcher.optuna_study.best_trials] == [0]
+
+
+def _interrupted_study(path, space, suggested=6, ended=3):
+    """A study in the journal at `path` killed with `suggested - ended` trials running."""
+    from search.searchers import journal
+    from search.searchers import make_searcher
+
+    live = make_searcher(space, lambda trial_id: False, storage=journal(path), study_name="s")
+    configs = [live.suggest(f"t{i}") for i in range(suggested)]
+    for i in range(ended):
+        live.on_trial_complete(f"t{i}", {"epoch": space.max_epochs, "val_accuracy": 0.5 + i / 10, "epoch_time_s": 1.0})
+    return configs
+
+
+def test_a_resumed_searcher_continues_its_optuna_study_and_never_repeats_a_configuration(tmp_path):
+    from search.searchers import journal
+    from search.searchers import make_searcher
+
+    space = _space().replace(seed=7)
+    before = _interrupted_study(tmp_path / "optuna.journal", space)
+    resumed = make_searcher(space, lambda trial_id: False, storage=journal(tmp_path / "optuna.journal"), study_name="s", resume=True)
+    # The three trials the kill cut off come back first, as the same Optuna trials...
+    again = [resumed.suggest(f"r{i}") for i in range(3)]
+    assert again == before[3:]
+    assert [resumed.optuna_trial(f"r{i}").number for i in range(3)] == [3, 4, 5]
+    # ...then new configurations only, although the sampler has the study's seed: a sampler
+    # seeded as before would draw the first study's configurations again.
+    new = [resumed.suggest(f"n{i}") for i in range(8)]
+    assert not {c["learning_rate"] for c in new} & {c["learning_rate"] for c in before}
+    fresh = make_searcher(space, lambda trial_id: False)
+    assert fresh.suggest("x") == before[0]
+    assert len(resumed.optuna_study.trials) == 6 + 8
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_epochs": 10}, r"its max_epochs changed \(was 8, now 10\)"),
+        ({"params": {"learning_rate": Float(1e-5, 1e-2, log=True)}}, r"its params changed \(learning_rate\)"),
+        ({"objectives": {"val_accuracy": "max"}}, r"its objectives changed \(epoch_time_s\)"),
+        ({"constants": {"data_source": "bundled"}}, r"its constants changed \(data_source\)"),
+    ],
+)
+def test_resume_refuses_a_space_that_changed_and_names_what_changed(tmp_path, change, message):
+    from search.searchers import journal
+    from search.searchers import make_searcher
+
+    space = _space().replace(max_epochs=8)
+    _interrupted_study(tmp_path / "optuna.journal", space)
+    with pytest.raises(SpaceError, match="Cannot resume study 's': " + message):
+        make_searcher(space.replace(**change), lambda trial_id: False, storage=journal(tmp_path / "optuna.journal"), study_name="s", resume=True)
+    # What may change between launches does not stop a resume: trials, budget, resources.
+    make_searcher(space.replace(num_samples=99, max_concurrent=1, time_budget_s=60.0), lambda trial_id: False, storage=journal(tmp_path / "optuna.journal"), study_name="s", resume=True)
+
+
+def test_resume_without_the_searchers_record_is_refused_and_a_name_is_never_reused(tmp_path):
+    from search.searchers import journal
+    from search.searchers import make_searcher
+
+    storage = journal(tmp_path / "optuna.journal")
+    with pytest.raises(SpaceError, match="the searcher's record of study 'gone' is missing"):
+        make_searcher(_space(), lambda trial_id: False, storage=storage, study_name="gone", resume=True)
+    make_searcher(_space(), lambda trial_id: False, storage=storage, study_name="taken")
+    with pytest.raises(SpaceError, match="already exists"):
+        make_searcher(_space(), lambda trial_id: False, storage=storage, study_name="taken")
 
 
 def test_sampler_options_reach_the_sampler_and_optunas_defaults_stay_otherwise():
