@@ -96,13 +96,25 @@ def place() -> Placement:
     # strategy must be created before it starts.
     devices = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     workers, task_id = _workers_in_tf_config()
+    logical = [] if workers > 1 else [device.name for device in tf.config.list_logical_devices(devices)]
+    name, over = choose(devices, logical, workers)
+    if name == "MultiWorkerMirroredStrategy":
+        return Placement(tf.distribute.MultiWorkerMirroredStrategy(), name, workers, task_id, devices)
+    if name == "OneDeviceStrategy":
+        return Placement(tf.distribute.OneDeviceStrategy(over[0]), name, devices=devices)
+    if name == "MirroredStrategy":
+        return Placement(tf.distribute.MirroredStrategy(list(over)), name, devices=devices)
+    return Placement(tf.distribute.get_strategy(), name, devices=devices)
+
+
+def choose(devices: str, logical: list[str], workers: int) -> tuple[str, list[str]]:
+    """Which strategy `place()` builds, and over which devices, for a process whose accelerator
+    kind is `devices` ("GPU" or "CPU"), with those `logical` devices of that kind, in a trial of
+    `workers` processes."""
     if workers > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        return Placement(strategy, "MultiWorkerMirroredStrategy", workers, task_id, devices)
-    mirrored = tf.config.list_logical_devices(devices)
-    if len(mirrored) == 1 and devices == "GPU":
-        return Placement(tf.distribute.OneDeviceStrategy(mirrored[0].name), "OneDeviceStrategy", devices=devices)
-    if len(mirrored) > 1:
-        strategy = tf.distribute.MirroredStrategy([device.name for device in mirrored])
-        return Placement(strategy, "MirroredStrategy", devices=devices)
-    return Placement(tf.distribute.get_strategy(), "default", devices=devices)
+        return "MultiWorkerMirroredStrategy", []
+    if len(logical) == 1 and devices == "GPU":
+        return "OneDeviceStrategy", logical
+    if len(logical) > 1:
+        return "MirroredStrategy", logical
+    return "default", []
