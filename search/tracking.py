@@ -151,9 +151,9 @@ class TrialRuns(tune.Callback):
             last epoch; such trials end as KILLED, trials that raised as FAILED, others FINISHED.
         step_key: the result entry used as the metric step (the epoch).
         optuna_trial: the Optuna trial behind a Ray trial id, when an Optuna searcher suggests:
-            each run is tagged `optuna_trial` with its number, and the Optuna trial keeps the
-            run's id (user attribute `mlflow_run_id`), which is how a resumed study gives an
-            interrupted trial its run back.
+            each run is tagged `optuna_trial` with its number when it is created, which is how a
+            resumed study gives an interrupted trial its run back; the Optuna trial keeps the
+            run's id (user attribute `mlflow_run_id`) for whoever reads Optuna's record.
 
     `budget_ends_at` is when the study's time budget runs out (epoch seconds), set once the
     trials start, if it has one: trials Tune ends after that without their last (`complete`)
@@ -229,7 +229,7 @@ class TrialRuns(tune.Callback):
         run = self.runs.client.create_run(self.runs.experiment_id, run_name=self.trial_name(trial), tags=tags)
         self.run_ids[trial.trial_id] = run.info.run_id
         self.runs.log_params(run.info.run_id, trial.config)
-        if optuna_trial is not None:  # what a resumed study matches an interrupted trial by
+        if optuna_trial is not None:  # a pointer for readers of Optuna's record (e.g. the dashboard)
             optuna_trial.set_user_attr(MLFLOW_RUN_ID, run.info.run_id)
 
     def on_trial_result(
