@@ -126,3 +126,26 @@ def test_the_simulated_benchmark_writes_its_results_in_seconds(tmp_path):
         # Regret is what the true front has and the arm did not reach.
         assert 0 <= arm["hv_regret_mean"] <= mnist["true_front_hv"]
     assert (tmp_path / "simulated_mnist-curves.png").stat().st_size > 0
+
+
+def test_a_real_run_is_replayed_on_the_table_it_is_compared_with():
+    import pandas as pd
+
+    from benchmarks.search_efficiency import replay
+    from benchmarks.simulate import normalisation
+    from benchmarks.simulate import problem
+    from search import pareto
+
+    table = problem("mnist-curves")
+    rows = [row for row in table.rows[:12] if len(row["epochs"]) == table.space.max_epochs]
+    # A "run" whose trials took exactly the table's values, but ran 1.5x slower.
+    run = pd.DataFrame(
+        [{**row["params"], **row["epochs"][-1], "epoch": len(row["epochs"]), "status": "finished"} for row in rows]
+    )
+    run["epoch_time_s"] *= 1.5
+    replayed = replay(run, run[run["status"] == "finished"])
+    scale, reference, _ = normalisation("mnist-curves")
+    own = pareto.hypervolume(scale(pareto.losses([row["epochs"][-1] for row in rows], table.objectives)), reference)
+    # The replay scores the configurations with the table's values, not the run's slower times.
+    assert replayed["table_replay_hv"] == pytest.approx(own)
+    assert replayed["epoch_time_vs_table"] == pytest.approx(1.5)
