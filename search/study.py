@@ -55,6 +55,9 @@ QUIET_ENV = {
     # no node can hold is refused before the study starts (`cluster.check_resources`).
     "RAY_SCHEDULER_EVENTS": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow prints "View run ... at: URL" as each run ends on a tracking server; the study prints
+    # the UI command once at its end.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 # The searcher's record in the results directory: every study's Optuna study, by study name.

@@ -8,8 +8,11 @@ Ray's own `MLflowLoggerCallback` makes flat runs and cannot mark early-stopped t
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -82,14 +85,63 @@ def trial_text(result: dict[str, Any]) -> dict[str, str]:
     return text
 
 
+class WatchedClient:
+    """An `MlflowClient` that says so when its store stops answering, rather than the study
+    falling silent, and says so again when it answers.
+
+    MLflow itself retries a request to a tracking server that is gone or busy, with backoff, for
+    about four minutes (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`); meanwhile the study waits, its
+    trials' results held by Ray, and nothing is lost if the server comes back. A call that has not
+    returned after `patience_s` prints one line; its return prints how long the store was away.
+    """
+
+    def __init__(self, tracking_uri: str, patience_s: float = 10.0, stream: Any = None) -> None:
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri)
+        self._uri = tracking_uri
+        self._patience_s = patience_s
+        self._stream = stream
+        self._silent_since: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            timer = threading.Timer(self._patience_s, self._say_silent, (started,))
+            timer.daemon = True
+            timer.start()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                timer.cancel()
+                if self._silent_since is not None:
+                    self._say(f"MLflow at {self._uri} answered again after {time.monotonic() - self._silent_since:.0f} s; the study goes on.")
+                    self._silent_since = None
+
+        return call
+
+    def _say_silent(self, started: float) -> None:
+        self._silent_since = started
+        self._say(
+            f"MLflow at {self._uri} has not answered for {self._patience_s:.0f} s (server down or busy?). "
+            "The study waits for it; MLflow retries for about 4 minutes, and nothing measured is lost if it comes back."
+        )
+
+    def _say(self, line: str) -> None:
+        print(line, file=self._stream or sys.stderr, flush=True)
+
+
 class StudyRuns:
     """The study's parent run and the client that writes to it."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: Path | None) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client: MlflowClient = MlflowClient(tracking_uri)
+        self.client: MlflowClient = WatchedClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
@@ -107,10 +159,8 @@ class StudyRuns:
         return {key: value for key, value in vars(self).items() if key != "client"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from mlflow import MlflowClient
-
         vars(self).update(state)
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = WatchedClient(self.tracking_uri)
 
     def reopen_parent(self, run_id: str) -> str:
         """Carry on with an interrupted study's run."""

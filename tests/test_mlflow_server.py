@@ -1,13 +1,17 @@
 """A real MLflow server serves a study's runs over its REST API (what the MLflow UI reads)."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 
 def _free_port() -> int:
@@ -27,33 +31,44 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def _start_server(store: Path, port: int, artifacts: Path | None = None) -> subprocess.Popen:
+    """An MLflow server on 127.0.0.1:`port` over the sqlite `store`, once it answers."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    if artifacts is not None:
+        command += ["--default-artifact-root", artifacts.as_uri()]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                _stop_server(process)
+                pytest.fail(f"mlflow server did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+
+
+def _stop_server(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(process.pid, sig)  # the server and its uvicorn/gunicorn workers
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture
 def server(tiny_study):
     tmp_path, done = tiny_study
     assert done.returncode == 0, done.stderr
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"mlflow server did not start: {process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
-    yield base
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    process = _start_server(tmp_path / "results" / "mlflow.db", port)
+    yield f"http://127.0.0.1:{port}"
+    _stop_server(process)
 
 
 @pytest.mark.timeout(600)
@@ -76,3 +91,80 @@ def test_live_server_serves_the_study_parent_and_nested_runs(server):
     assert any(m["key"] == "best_val_accuracy" for m in parents[0]["data"]["metrics"])
     with urllib.request.urlopen(server, timeout=10) as page:
         assert page.status == 200 and b"<html" in page.read(2000).lower()
+
+
+# A quick pure-Python study: 8 trials of 4 epochs, 2 at a time, long enough to lose its server.
+OUTAGE_SPACE = """
+import time
+
+from search.space import Float, SearchSpace
+
+
+def train(config, report=None, should_stop=None):
+    for epoch in range(1, config["epochs"] + 1):
+        time.sleep(0.5)
+        report({"epoch": epoch, "score": config["x"] * epoch})
+
+
+train.metrics = ("epoch", "score")
+
+SPACE = SearchSpace(
+    name="outage",
+    trainable=train,
+    params={"x": Float(0.0, 1.0)},
+    objectives={"score": "max"},
+    num_samples=8,
+    max_epochs=4,
+    scheduler="none",
+    max_concurrent=2,
+    seed=0,
+)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_study_rides_out_its_tracking_server_going_away_for_a_few_seconds(tmp_path):
+    (tmp_path / "outage.py").write_text(OUTAGE_SPACE)
+    store, port = tmp_path / "server" / "mlflow.db", _free_port()
+    store.parent.mkdir()
+    server = _start_server(store, port, tmp_path / "server" / "artifacts")
+    launch = subprocess.Popen(
+        [sys.executable, "-m", "search.launch", str(tmp_path / "outage.py"), "--results-dir", str(tmp_path / "results"),
+         "--tracking-uri", f"http://127.0.0.1:{port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    reader = MlflowClient(f"sqlite:///{store}")  # the server's own store, read directly
+    try:
+        # Once two trials have ended, the server goes away (killed, as a crash would) for a few
+        # seconds, then comes back on the same address and store.
+        deadline, ended = time.monotonic() + 300, 0
+        while ended < 2 and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            experiment = reader.get_experiment_by_name("outage")
+            runs = reader.search_runs([experiment.experiment_id]) if experiment else []
+            ended = sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs)
+        assert ended >= 2 and launch.poll() is None, "the study ended or stalled before its server could go away"
+        _stop_server(server, signal.SIGKILL)
+        time.sleep(5)
+        server = _start_server(store, port, tmp_path / "server" / "artifacts")  # ~10 s to start
+        output, _ = launch.communicate(timeout=300)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+        _stop_server(server)
+    assert launch.returncode == 0, output[-3000:]
+    experiment = reader.get_experiment_by_name("outage")
+    runs = reader.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    (study,) = [r for r in runs if r.data.tags.get("role") == "study"]
+    # Every trial is recorded once, whole: each epoch's metric, its configuration, its end.
+    assert len(trials) == 8
+    assert len({r.data.params["x"] for r in trials}) == 8
+    assert all(r.info.status == "FINISHED" for r in [*trials, study])
+    for run in trials:
+        history = reader.get_metric_history(run.info.run_id, "score")
+        assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    # The user was told the server stopped answering, and that it came back.
+    assert "has not answered for 10 s" in output and "answered again after" in output
+    assert "View run" not in output  # MLflow's own per-run links stay out of the terminal
+    assert study.data.metrics["trials_finished"] == 8
