@@ -361,11 +361,33 @@ class TrialRuns(tune.Callback):
         self.runs.end(run_id, "FAILED")
 
 
+# What Ray says when the process that ran a trial is gone (killed, out of memory, or on a node
+# that went down), rather than the trial raising.
+LOST_PROCESS = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError", "WorkerCrashedError",
+                "The actor died", "is unavailable")  # fmt: skip
+
+
 def error_message(trial: Trial) -> str:
-    """The last line of the trial's traceback (its exception), or a placeholder."""
+    """The last line of the trial's traceback (its exception), or a placeholder; for a trial
+    whose process was lost, that said first, with the nodes Ray has lost at the trial's address."""
     path = getattr(trial, "error_file", None)
+    line = "the trial raised an exception (no traceback was saved)"
     if path and os.path.exists(path):
         lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
         if lines:
-            return lines[-1].strip()
-    return "the trial raised an exception (no traceback was saved)"
+            line = lines[-1].strip()
+    if not any(marker in line for marker in LOST_PROCESS):
+        return line
+    address = (getattr(trial, "last_result", None) or {}).get("node_ip")
+    return f"its process was lost (killed, out of memory, or its node went down{_lost_nodes(address)}): {line}"
+
+
+def _lost_nodes(address: str | None) -> str:
+    """"; Ray lost node ID at ADDRESS" for dead nodes at the trial's address, if Ray knows yet."""
+    import ray
+
+    try:
+        dead = [n for n in ray.nodes() if not n["Alive"] and n.get("NodeManagerAddress") == address]
+    except Exception:  # noqa: BLE001 - the message is only made more precise when Ray can tell
+        return ""
+    return "".join(f"; Ray lost node {node['NodeID'][:12]} at {address}" for node in dead)

@@ -160,3 +160,100 @@ def test_the_launcher_refuses_an_impossible_request_instead_of_waiting_for_ever(
     if store.exists():
         client = MlflowClient(f"sqlite:///{store}")
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+# A quick trainable (no TensorFlow) that checkpoints each epoch's report in its checkpoint
+# directory (on the results directory every node shares) and continues from it when retried.
+CHECKPOINTED = """
+import json
+import os
+import time
+
+from search.space import Float, SearchSpace
+
+
+def train(config, report=None, should_stop=None):
+    saved = os.path.join(config["checkpoint_dir"], "last_report.json")
+    start = 0
+    if os.path.exists(saved):
+        last = json.load(open(saved))
+        start = last["epoch"]
+        report({**last, "resumed_from_epoch": start})
+    for epoch in range(start + 1, config["epochs"] + 1):
+        time.sleep(1.0)
+        metrics = {"epoch": epoch, "score": config["x"] * epoch}
+        json.dump(metrics, open(saved, "w"))
+        report(metrics)
+
+
+train.metrics = ("epoch", "score", "resumed_from_epoch")
+
+SPACE = SearchSpace(
+    name="nodes",
+    trainable=train,
+    params={"x": Float(0.0, 1.0)},
+    objectives={"score": "max"},
+    num_samples=6,
+    max_epochs=4,
+    scheduler="none",
+    max_concurrent=2,
+    seed=0,
+)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_study_carries_on_when_a_node_of_its_cluster_is_lost(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    # Three raylets on this machine, Ray's defaults: a head that runs no trial, and two nodes of
+    # 1 CPU each.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        doomed = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        (tmp_path / "nodes.py").write_text(CHECKPOINTED)
+        launch = subprocess.Popen(
+            [sys.executable, "-m", "search.launch", str(tmp_path / "nodes.py"), "--address", cluster.address,
+             "--max-retries", "1", "--results-dir", str(tmp_path / "results")],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+        # Once two trials have finished and two are mid-way (one on each node), a node is lost.
+        deadline, ready = time.monotonic() + 300, False
+        while not ready and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("nodes")
+            runs = client.search_runs([experiment.experiment_id]) if experiment else []
+            trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+            finished = sum(r.info.status == "FINISHED" for r in trials)
+            midway = sum(r.info.status == "RUNNING" and r.data.metrics.get("epoch", 0) >= 1 for r in trials)
+            ready = finished >= 2 and midway == 2
+        assert ready, "the study ended or stalled before a node could be lost"
+        cluster.remove_node(doomed, allow_graceful=False)  # its raylet and every worker on it, killed
+        lost_at = time.time()
+        output, _ = launch.communicate(timeout=400)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+        cluster.shutdown()
+    assert launch.returncode == 0, output[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    (study,) = [r for r in runs if r.data.tags.get("role") == "study"]
+    # Every trial once, none left RUNNING; the lost node's trial was retried on the other node, in
+    # its own run, from its checkpoint: each epoch recorded once.
+    assert len(trials) == 6 and len({r.data.params["x"] for r in trials}) == 6
+    assert all(r.info.status == "FINISHED" for r in [*trials, study])
+    (retried,) = [r for r in trials if r.data.tags.get("retries") == "1"]
+    assert retried.data.tags["error_before_retry_1"].startswith("its process was lost (killed, out of memory, or its node went down")
+    assert retried.data.tags["resumed"].startswith("continued from its checkpoint after epoch")
+    for run in trials:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score")) == [1, 2, 3, 4]
+    assert study.data.metrics["trials_finished"] == 6
+    after = min(m.timestamp / 1000 for m in client.get_metric_history(retried.info.run_id, "score") if m.timestamp / 1000 > lost_at)
+    print(f"\n{retried.info.run_name}: {retried.data.tags['error_before_retry_1']}; {retried.data.tags['resumed']}; "
+          f"its next epoch reported {after - lost_at:.1f} s after the node was lost")
