@@ -364,7 +364,7 @@ class TrialRuns(tune.Callback):
 # What Ray says when the process that ran a trial is gone (killed, out of memory, or on a node
 # that went down), rather than the trial raising.
 LOST_PROCESS = ("ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError", "WorkerCrashedError",
-                "The actor died", "is unavailable")  # fmt: skip
+                "The actor died", "The actor is dead", "is unavailable")  # fmt: skip
 
 
 def error_message(trial: Trial) -> str:
