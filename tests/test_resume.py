@@ -162,9 +162,10 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path, whe
         assert sorted(steps) == [1, 2, 3]
     # Checkpoints are gone once the study has finished.
     assert not any((tmp_path / "results" / "checkpoints").glob("*/*"))
-    # With nothing left to resume, --resume says so and exits 2.
-    again = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "Nothing to resume" in again.stderr
+    if when == "mid-study":  # (once: a launch costs CI time)
+        # With nothing left to resume, --resume says so and exits 2.
+        again = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 2 and "Nothing to resume" in again.stderr
 
 
 @pytest.mark.timeout(600)
