@@ -162,50 +162,12 @@ def test_the_launcher_refuses_an_impossible_request_instead_of_waiting_for_ever(
         assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-# A quick trainable (no TensorFlow) that checkpoints each epoch's report in its checkpoint
-# directory (on the results directory every node shares) and continues from it when retried.
-CHECKPOINTED = """
-import json
-import os
-import time
-
-from search.space import Float, SearchSpace
-
-
-def train(config, report=None, should_stop=None):
-    saved = os.path.join(config["checkpoint_dir"], "last_report.json")
-    start = 0
-    if os.path.exists(saved):
-        last = json.load(open(saved))
-        start = last["epoch"]
-        report({**last, "resumed_from_epoch": start})
-    for epoch in range(start + 1, config["epochs"] + 1):
-        time.sleep(1.0)
-        metrics = {"epoch": epoch, "score": config["x"] * epoch}
-        json.dump(metrics, open(saved, "w"))
-        report(metrics)
-
-
-train.metrics = ("epoch", "score", "resumed_from_epoch")
-
-SPACE = SearchSpace(
-    name="nodes",
-    trainable=train,
-    params={"x": Float(0.0, 1.0)},
-    objectives={"score": "max"},
-    num_samples=5,
-    max_epochs=3,
-    scheduler="none",
-    max_concurrent=2,
-    seed=0,
-)
-"""
-
-
 @pytest.mark.timeout(600)
 def test_a_study_carries_on_when_a_node_of_its_cluster_is_lost(tmp_path, monkeypatch):
     from mlflow import MlflowClient
     from ray.cluster_utils import Cluster
+
+    from tests.test_resume import SPACE  # checkpoints each epoch on the shared results directory
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     # Three raylets on this machine, Ray's defaults: a head that runs no trial, and two nodes of
@@ -215,7 +177,7 @@ def test_a_study_carries_on_when_a_node_of_its_cluster_is_lost(tmp_path, monkeyp
         cluster.add_node(num_cpus=1)
         doomed = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        (tmp_path / "nodes.py").write_text(CHECKPOINTED)
+        (tmp_path / "nodes.py").write_text(SPACE.replace("num_samples=8", "num_samples=5").replace("0.7", "1.0"))
         launch = subprocess.Popen(
             [sys.executable, "-m", "search.launch", str(tmp_path / "nodes.py"), "--address", cluster.address,
              "--max-retries", "1", "--results-dir", str(tmp_path / "results")],
@@ -226,7 +188,7 @@ def test_a_study_carries_on_when_a_node_of_its_cluster_is_lost(tmp_path, monkeyp
         deadline, ready = time.monotonic() + 300, False
         while not ready and launch.poll() is None and time.monotonic() < deadline:
             time.sleep(0.3)
-            experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("nodes")
+            experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("resumable")
             runs = client.search_runs([experiment.experiment_id]) if experiment else []
             trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
             finished = sum(r.info.status == "FINISHED" for r in trials)
