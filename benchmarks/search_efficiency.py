@@ -103,14 +103,12 @@ def replay(table: Any, finished: Any) -> dict[str, float | None]:
     problem = _table()
     scale, reference = _table_scaling()
 
-    def row(trial: Any) -> dict[str, Any]:
-        config = {name: trial[name] for name in problem.space.params if name in trial and trial[name] == trial[name]}
-        return problem.rows[problem._index.nearest(config)]
+    def curve(trial: Any) -> Any:  # the table's answer, as the simulator gets it
+        return problem.curve({name: trial[name] for name in problem.space.params if name in trial and trial[name] == trial[name]})
 
-    answered = [row(trial)["epochs"][-1] for _, trial in finished.iterrows()]
-    loss = pareto.losses(answered, OBJECTIVES)
+    loss = pareto.losses([curve(trial).reports[-1] for _, trial in finished.iterrows()], OBJECTIVES)
     ratios = [  # the trial's last epoch against the same epoch in the table
-        trial["epoch_time_s"] / row(trial)["epochs"][int(trial["epoch"]) - 1]["epoch_time_s"]
+        trial["epoch_time_s"] / curve(trial).reports[int(trial["epoch"]) - 1]["epoch_time_s"]
         for _, trial in table.iterrows()
         if trial.get("epoch_time_s") == trial.get("epoch_time_s") and trial.get("epoch") == trial.get("epoch")
     ]
