@@ -39,9 +39,10 @@ import json
 from trainables import distribute
 if {replicas} > 1:
     distribute.split_cpu({replicas})
+from trainables.contract import TrialContext
 from trainables.mnist import train
 reports = []
-train({config}, report=reports.append)
+train({config}, TrialContext(report=reports.append))
 print(json.dumps(reports))
 """
 

@@ -63,6 +63,7 @@ def _init_worker(threads: int) -> None:
 def _record_one(job: tuple[str, dict[str, Any], int, dict[str, Any]]) -> dict[str, Any]:
     space_file, constants, index, params = job
     from search.space import load_space
+    from trainables.contract import TrialContext
 
     space = load_space(space_file)
     config = {**space.trial_constants, **constants, **params}
@@ -81,7 +82,7 @@ def _record_one(job: tuple[str, dict[str, Any], int, dict[str, Any]]) -> dict[st
     final: dict[str, Any] = {}
     error = None
     try:
-        space.trainable(config, report=report)
+        space.trainable(config, TrialContext(report=report))
     except Exception as exc:  # a diverged configuration is a row too: the searcher sees it fail
         error = f"{type(exc).__name__}: {exc}"
     return {

@@ -95,10 +95,11 @@ def through_launcher(out: Path) -> dict[str, Any]:
 
 
 def plain_loop() -> dict[str, Any]:
+    from trainables.contract import TrialContext
     from trainables.mnist import train
 
     start = time.perf_counter()
-    finals = [train({**CONSTANTS, **config, "epochs": EPOCHS}, report=lambda m: None) for config in CONFIGS]
+    finals = [train({**CONSTANTS, **config, "epochs": EPOCHS}, TrialContext(report=lambda m: None)) for config in CONFIGS]
     wall = time.perf_counter() - start
     train_s = sum(final["train_time_s"] for final in finals)
     return {

@@ -27,7 +27,7 @@ ROOT = Path(__file__).parents[1]
 MNIST_TABLE = ROOT / "benchmarks" / "data" / "mnist_curves.json.gz"
 
 
-def table_lookup(config: dict[str, Any], report: Any = None) -> dict[str, float]:
+def table_lookup(config: dict[str, Any], context: Any = None) -> dict[str, float]:
     """The trainable of a table-backed space: nothing trains; the simulator answers for it."""
     raise RuntimeError("A table-backed space is searched by benchmarks.simulator, not trained.")
 

@@ -104,6 +104,7 @@ def _fraction_of_gpu_memory_mb(gpus: float) -> int | None:
 def run_workers(
     trainable: Callable[..., Any],
     config: dict[str, Any],
+    directories: dict[str, str],
     *,
     workers: int,
     cpus: float,
@@ -115,9 +116,11 @@ def run_workers(
     """Train `config` on `workers` Ray Train workers, from inside a Tune trial.
 
     The trial's `cpus` (less `DRIVER_CPUS`) and `gpus` are split evenly between the workers,
-    so the trial reserves `cpus` in all. Every worker calls
-    `trainable(config, report=ray.train.report)`; Ray Train passes rank 0's reports on to the
-    Tune trial. A worker that raises fails the Train run, and so the trial, with its error.
+    so the trial reserves `cpus` in all. Every worker calls `trainable(config, context)` with the
+    same `TrialContext` as a single-process trial (`directories` and a `report` that is Ray
+    Train's); Ray Train passes rank 0's reports on to the Tune trial. `should_stop` stays false:
+    a trial stopped early ends its process, which ends the Train run. A worker that raises fails
+    the Train run, and so the trial, with its error.
     """
     from ray.train import RunConfig
     from ray.train import ScalingConfig
@@ -137,8 +140,10 @@ def run_workers(
         # the trial's own reports are what the study shows. Errors still show.
         for name in ("", "ray.train", "tensorflow"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        from trainables.contract import TrialContext
+
         prepare_process(per_worker["CPU"], gpu_memory_mb)
-        trainable(worker_config, report=ray.train.report)
+        trainable(worker_config, TrialContext(report=ray.train.report, **directories))
 
     trainer = TensorflowTrainer(
         train_loop_per_worker,

@@ -12,6 +12,7 @@ from typing import Any
 from search.errors import SpaceError
 from search.space import SCHEDULERS
 from search.space import SEARCHERS
+from trainables.contract import EPOCH
 from search.space import SearchSpace
 from search.space import load_space
 
@@ -196,7 +197,7 @@ def _print_interrupted(
         results_dir=options.results_dir,
     )
     trials = study.trials
-    shown = [c for c in ["trial", "status", *space.objectives, "epoch", *space.params] if c in trials]
+    shown = [c for c in ["trial", "status", *space.objectives, EPOCH, *space.params] if c in trials]
     print(f"\nStudy {study_name} interrupted. Trials so far (cut-off ones are KILLED in MLflow):")
     print(format_table(trials[shown]) if not trials.empty else "(none)")
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]

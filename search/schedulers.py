@@ -19,11 +19,12 @@ from search.errors import SpaceError
 from search.pareto import losses
 from search.pareto import promotion_rank
 from search.space import SCHEDULERS
+from trainables.contract import COMPLETE
+from trainables.contract import EPOCH
 
 
 # A trainable's last report carries `complete: True`: the trial ends on its own there (all its
 # epochs, or its own early stopping). A rung it reaches then cannot stop it early.
-COMPLETE = "complete"
 
 
 class RecordingASHA(ASHAScheduler):
@@ -35,7 +36,7 @@ class RecordingASHA(ASHAScheduler):
         **kwargs: passed to `ASHAScheduler` (metric, mode, grace_period, reduction_factor).
     """
 
-    def __init__(self, *, time_attr: str = "epoch", max_t: int, **kwargs: Any) -> None:
+    def __init__(self, *, time_attr: str = EPOCH, max_t: int, **kwargs: Any) -> None:
         super().__init__(time_attr=time_attr, max_t=max_t, **kwargs)
         self.stopped_early: set[str] = set()
         self.stopped_at_rung: Counter[int] = Counter()
@@ -101,7 +102,7 @@ class MultiObjectiveASHA(FIFOScheduler):
         self,
         objectives: Mapping[str, str],
         *,
-        time_attr: str = "epoch",
+        time_attr: str = EPOCH,
         max_t: int,
         grace_period: int = 1,
         reduction_factor: int = 3,

@@ -23,6 +23,7 @@ from search.errors import SpaceError
 from search.space import SEARCHERS
 from search.space import SearchSpace
 from search.space import typed_params
+from trainables.contract import EPOCH
 
 
 # How a trial the scheduler stopped early is told to Optuna (see `TruthfulOptunaSearch`).
@@ -65,7 +66,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         stopped_early: Callable[[str], bool],
         stopped_trials: str = "infeasible",
         max_t: int = 1,
-        time_attr: str = "epoch",
+        time_attr: str = EPOCH,
         **kwargs: Any,
     ) -> None:
         if stopped_trials not in STOPPED_TRIALS:

@@ -148,16 +148,41 @@ class Choice:
 
 Domain = Float | Int | Choice
 
+def _check_signature(trainable: Callable[..., Any]) -> None:
+    """A trainable is called `trainable(config, context)` (`trainables.contract`)."""
+    import inspect
+
+    try:
+        signature = inspect.signature(trainable)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    names = list(signature.parameters)
+    if len(names) > 1 and names[1] in ("report", "should_stop"):
+        raise SpaceError(
+            f"`trainable` takes ({', '.join(names)}), the form before `trainables.contract`: a trainable "
+            "is now `train(config, context)` and calls `context.report(metrics)`, "
+            "`context.should_stop()`, and finds `context.checkpoint_dir` / `model_dir` / `cache_dir`."
+        )
+    try:
+        signature.bind({}, None)
+    except TypeError:
+        raise SpaceError(
+            f"`trainable` must accept `(config, context)` (see `trainables.contract`), but its "
+            f"signature is {signature}."
+        ) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """What a study searches, what it optimises and how big it is by default.
 
     Args:
         name: the study's name; also the default MLflow experiment name.
-        trainable: `trainable(config, report=...) -> dict`, run once per trial. It receives every
-            searched parameter, every constant and `epochs`, calls `report(metrics)` at least once
-            per epoch with an `epoch` entry, and returns its final metrics. If it has a `metrics`
-            attribute (names it reports), objectives are checked against it.
+        trainable: `trainable(config, context) -> dict`, run once per trial (the contract is
+            `trainables.contract`). It receives every searched parameter, every constant and
+            `epochs`, calls `context.report(metrics)` once per epoch with an `epoch` entry, and
+            returns its final metrics. If it has a `metrics` attribute (names it reports),
+            objectives are checked against it; `check_config` judges the space's values.
         params: parameter name -> `Float`, `Int` or `Choice`.
         objectives: metric name -> "max" or "min", one or more. The first is the primary
             objective: the summary is sorted by it, and plain ASHA ranks trials by it.
@@ -236,6 +261,7 @@ class SearchSpace:
             raise SpaceError(f"`name` must be a non-empty string, but got name={self.name!r}.")
         if not callable(self.trainable):
             raise SpaceError(f"`trainable` must be callable, but got {self.trainable!r}.")
+        _check_signature(self.trainable)
         if not isinstance(self.params, Mapping) or not self.params:
             raise SpaceError("`params` must be a non-empty dict of parameter name -> Float/Int/Choice.")
         for name, domain in self.params.items():

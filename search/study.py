@@ -22,15 +22,20 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from search.space import SearchSpace
+from trainables.contract import COMPLETE
+from trainables.contract import EPOCH
+from trainables.contract import TRAIN_TIME_S
+from trainables.contract import TrialContext
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from search.front import Front
 
-# Quiet defaults for the driver and every Ray worker (a user's own setting wins).
+# Quiet defaults for the driver and every Ray worker (a user's own setting wins). Which Keras
+# `tf.keras` is stays the trainable's choice: the Keras kit asks for Keras 2 itself
+# (`trainables._keras`), a user's trainable gets what the user's environment says.
 QUIET_ENV = {
-    "TF_USE_LEGACY_KERAS": "1",  # tensorflow-model-optimization needs Keras 2 (tf_keras)
     "TF_CPP_MIN_LOG_LEVEL": "3",
     # The local Ray instance a study starts needs no authentication; a cluster's own mode is
     # kept (`ray start` enables token authentication by default; see `cluster.connect`).
@@ -58,6 +63,7 @@ QUIET_ENV = {
     # MLflow prints "View run ... at: URL" as each run ends on a tracking server; the study prints
     # the UI command once at its end.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
 # The searcher's record in the results directory: every study's Optuna study, by study name.
@@ -123,16 +129,12 @@ def _run_trial(
     sys.unraisablehook = _unraisable_but_shutdown
     trial_id = tune.get_context().get_trial_id()
     checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
-    config = {
-        **config,
-        "model_dir": os.path.join(models_dir, trial_id),
-        "checkpoint_dir": str(checkpoint_dir),
-        "cache_dir": cache_dir,
-    }
+    directories = {"model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir), "cache_dir": cache_dir}
     if workers > 1:
         devices.run_workers(
             trainable,
             config,
+            directories,
             workers=workers,
             cpus=cpus,
             gpus=gpus,
@@ -142,7 +144,15 @@ def _run_trial(
         )
     else:
         devices.prepare_process(cpus, gpu_memory_mb)
-        trainable(config, report=tune.report, should_stop=_stop_requested)
+        reported = []
+
+        def report(metrics: dict[str, Any]) -> None:
+            reported.append(True)
+            tune.report(metrics)
+
+        returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, **directories))
+        if not reported and returned:  # the contract's "report nothing, return the metrics"
+            tune.report({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
@@ -222,8 +232,12 @@ def summary_table(table: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-# Columns of the summary table after the objectives, when the trainable reports them.
-SHOWN_METRICS = ("epoch", "train_time_s", "inference_ms", "model_bytes_gzip", "tflite_bytes", "params")
+def shown_metrics(space: SearchSpace) -> list[str]:
+    """Columns of the summary table after the objectives: the epochs a trial ran, then what the
+    trainable declares worth showing (`train.shown_metrics`, see `trainables.contract`)."""
+    return [EPOCH, *getattr(space.trainable, "shown_metrics", ())]
+
+
 # Columns kept in the table for bookkeeping but not printed.
 HIDDEN_COLUMNS = ("trial_id", "optuna_trial", "run_id", "ended_at", "model_dir", "pareto_rank", "on_front", "knee")
 
@@ -235,7 +249,8 @@ def _study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: 
     from search.results import trials_frame
 
     frame = trials_frame(runs.client, runs.experiment_id, parent_run_id)
-    columns = ["trial", "status", *dict.fromkeys([*space.objectives, *SHOWN_METRICS]), *space.params]
+    reported = [TRAIN_TIME_S] if TRAIN_TIME_S in frame else []  # a contract key: summed by the study
+    columns = ["trial", "status", *dict.fromkeys([*space.objectives, *shown_metrics(space), *reported]), *space.params]
     table = pd.DataFrame({column: frame.get(column) for column in columns}, index=frame.index)
     table["trial_id"] = frame.get("trial_id")
     table["optuna_trial"] = frame.get("optuna_trial")
@@ -323,7 +338,7 @@ def _replay(scheduler: Any, runs: Any, ended: pd.DataFrame, objectives: Any) -> 
         history: dict[int, dict[str, float]] = {}
         for metric in objectives:
             for point in runs.client.get_metric_history(row["run_id"], metric):
-                history.setdefault(point.step, {"epoch": point.step})[metric] = point.value
+                history.setdefault(point.step, {EPOCH: point.step})[metric] = point.value
         trial = SimpleNamespace(trial_id=row["trial_id"])
         scheduler.on_trial_add(None, trial)
         for step in sorted(history):
@@ -736,7 +751,8 @@ def _log_study_summary(
     }
     ran = table[table["status"] != "failed"] if not table.empty else table
     if not ran.empty:
-        metrics["summed_train_time_s"] = float(ran["train_time_s"].fillna(0).sum())
+        if TRAIN_TIME_S in ran:
+            metrics["summed_train_time_s"] = float(ran[TRAIN_TIME_S].fillna(0).sum())
         finished = ran[ran["status"] == "finished"]
         if not finished.empty:
             best = finished.iloc[0]

@@ -21,6 +21,10 @@ from typing import Any
 
 from ray import tune
 
+from trainables.contract import COMPLETE
+from trainables.contract import EPOCH
+from trainables.contract import RESUMED_FROM_EPOCH
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from ray.tune.experiment import Trial
@@ -214,7 +218,7 @@ class TrialRuns(tune.Callback):
         self,
         runs: StudyRuns,
         stopped_early: Callable[[str], bool],
-        step_key: str = "epoch",
+        step_key: str = EPOCH,
         optuna_trial: Callable[[str], Any] | None = None,
     ) -> None:
         self.runs = runs
@@ -286,9 +290,9 @@ class TrialRuns(tune.Callback):
         self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
     ) -> None:
         run_id = self.run_ids.get(trial.trial_id)
-        if run_id is not None and result.get("resumed_from_epoch"):
+        if run_id is not None and result.get(RESUMED_FROM_EPOCH):
             self.runs.client.set_tag(
-                run_id, "resumed", f"continued from its checkpoint after epoch {int(result['resumed_from_epoch'])}"
+                run_id, "resumed", f"continued from its checkpoint after epoch {int(result[RESUMED_FROM_EPOCH])}"
             )
         if run_id is not None:
             step = int(result.get(self.step_key, result.get("training_iteration", 0)))
@@ -309,7 +313,7 @@ class TrialRuns(tune.Callback):
         self.ended_at[trial.trial_id] = time.time()
         stopped = self.stopped_early(trial.trial_id)
         self.runs.client.set_tag(run_id, "stopped_early", str(stopped).lower())
-        if not stopped and self._budget_spent() and not (trial.last_result or {}).get("complete"):
+        if not stopped and self._budget_spent() and not (trial.last_result or {}).get(COMPLETE):
             self.cut_off.add(trial.trial_id)
             self._kill(run_id, "cut_off", "time budget")
             return

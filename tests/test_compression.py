@@ -7,7 +7,9 @@ from trainables import distill
 from trainables import quantization
 from trainables._keras import keras
 from trainables._keras import tf
+from trainables.contract import TrialContext
 from trainables.data import load_mnist
+from trainables.mnist import Mnist
 from trainables.mnist import train
 from trainables.models import build_model
 
@@ -51,8 +53,8 @@ def test_int8_needs_representative_data(trained_mlp):
 
 def test_quantization_aware_training_trains_a_fake_quantized_model():
     reports = []
-    final = train({**SMALL, "quantization": "qat", "epochs": 3}, report=reports.append)
-    float_final = train({**SMALL, "epochs": 1}, report=lambda m: None)
+    final = train({**SMALL, "quantization": "qat", "epochs": 3}, TrialContext(report=reports.append))
+    float_final = train({**SMALL, "epochs": 1}, TrialContext(report=lambda m: None))
     # It learns (loss falls, accuracy well above the 10% of guessing) ...
     assert reports[-1]["loss"] < reports[0]["loss"]
     assert final["val_accuracy"] > 0.5
@@ -67,8 +69,8 @@ def test_qat_refuses_pruning():
 
 
 def test_pruning_and_quantization_combine():
-    dense = train({**SMALL, "quantization": "int8"}, report=lambda m: None)
-    pruned = train({**SMALL, "quantization": "int8", "final_sparsity": 0.8}, report=lambda m: None)
+    dense = train({**SMALL, "quantization": "int8"}, TrialContext(report=lambda m: None))
+    pruned = train({**SMALL, "quantization": "int8", "final_sparsity": 0.8}, TrialContext(report=lambda m: None))
     assert pruned["sparsity"] == pytest.approx(0.8, abs=0.01)
     # The flatbuffer keeps its shape, but the zeros compress: the gzipped model is much smaller.
     assert pruned["tflite_bytes_gzip"] < 0.6 * dense["tflite_bytes_gzip"]
@@ -86,7 +88,7 @@ def test_pruning_and_quantization_combine():
 )
 def test_every_optimizer_and_schedule_trains(change):
     reports = []
-    train({**SMALL, **change, "epochs": 3}, report=reports.append)
+    train({**SMALL, **change, "epochs": 3}, TrialContext(report=reports.append))
     assert reports[-1]["loss"] < reports[0]["loss"]
     assert reports[-1]["val_accuracy"] > 0.3
 
@@ -95,7 +97,7 @@ def test_in_trial_early_stopping_ends_training_when_validation_loss_stops_fallin
     # 64 examples and a large step overfit within a few epochs: validation loss then rises.
     config = {**SMALL, "train_examples": 64, "learning_rate": 0.02, "epochs": 40}
     reports = []
-    final = train({**config, "early_stopping_patience": 2}, report=reports.append)
+    final = train({**config, "early_stopping_patience": 2}, TrialContext(report=reports.append))
     assert len(reports) < 40
     # The last report still carries the model metrics, so the trial counts as complete.
     assert final["epoch"] == len(reports) and "tflite_accuracy" in final
@@ -125,15 +127,16 @@ def test_distillation_loss_follows_the_teacher():
 
 
 def test_the_teacher_is_trained_once_and_then_loaded_from_the_cache(tmp_path):
-    config = {**SMALL, "distillation": True, "teacher_epochs": 1, "cache_dir": str(tmp_path), "epochs": 1}
-    first = train(config, report=lambda m: None)
-    second = train({**config, "temperature": 2.0, "width": 16}, report=lambda m: None)
+    config = {**SMALL, "distillation": True, "teacher_epochs": 1, "epochs": 1}
+    shared = TrialContext(report=lambda m: None, cache_dir=str(tmp_path))
+    first = train(config, shared)
+    second = train({**config, "temperature": 2.0, "width": 16}, shared)
     assert first["teacher_train_s"] > 0
     assert second["teacher_train_s"] == 0
     assert second["teacher_val_accuracy"] == first["teacher_val_accuracy"]
     assert len(list(tmp_path.glob("teacher-*.weights.h5"))) == 1
     # The student reports its own metrics: it is smaller than the teacher.
-    assert second["params"] < build_model(**distill.TEACHER).count_params()
+    assert second["params"] < build_model(**Mnist.teacher_recipe).count_params()
 
 
 def test_conditional_keys_are_refused_where_they_do_not_apply():

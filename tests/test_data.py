@@ -52,8 +52,8 @@ def test_augmentation_strength_zero_is_off_and_positive_changes_images():
     digits = data.load_mnist(source="bundled")
     # Strength 0 adds no augmentation layers at all.
     assert data.augmentation(0.0) is None
-    plain, _ = data.pipelines(digits, batch_size=32, augment=0.0, seed=0)
-    augmented, _ = data.pipelines(digits, batch_size=32, augment=1.0, seed=0)
+    plain, _ = data.pipelines(digits, batch_size=32, augmentation=data.augmentation(0.0), seed=0)
+    augmented, _ = data.pipelines(digits, batch_size=32, augmentation=data.augmentation(1.0), seed=0)
     x_plain, y_plain = next(iter(plain))
     x_aug, y_aug = next(iter(augmented))
     # The same examples arrive in the same order, but augmented images differ from the originals.

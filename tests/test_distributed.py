@@ -17,9 +17,10 @@ TWO_REPLICAS = """
 import json
 from trainables import distribute
 distribute.split_cpu(2)
+from trainables.contract import TrialContext
 from trainables.mnist import train
 reports = []
-final = train({config}, report=reports.append)
+final = train({config}, TrialContext(report=reports.append))
 print(json.dumps({{"first": reports[0], "final": final}}))
 """
 
@@ -47,10 +48,11 @@ def test_two_logical_cpus_train_as_two_mirrored_replicas_with_twice_the_global_b
 
 def test_one_cpu_trains_one_replica_and_says_mixed_precision_did_not_apply(tiny_config):
     from trainables._keras import keras
+    from trainables.contract import TrialContext
     from trainables.mnist import train
 
     reports: list[dict] = []
-    final = train({**tiny_config, "mixed_precision": True, "jit_compile": True}, report=reports.append)
+    final = train({**tiny_config, "mixed_precision": True, "jit_compile": True}, TrialContext(report=reports.append))
     first = reports[0]
     assert first["strategy"] == "default" and first["replicas"] == 1 and first["workers"] == 1
     assert first["global_batch_size"] == tiny_config["batch_size"]

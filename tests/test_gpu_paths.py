@@ -66,7 +66,7 @@ PACKED = textwrap.dedent(
     from search.study import run_study
 
 
-    def train(config, report=None, should_stop=None):
+    def train(config, context):
         # A barrier: each trial says it started, then waits (at most a minute) for all four.
         me = os.path.join(config["out"], f"started-{os.getpid()}-{time.time()}")
         open(me, "w").close()
@@ -79,7 +79,7 @@ PACKED = textwrap.dedent(
         together = started() == 4
         with open(me + ".json", "w") as file:
             json.dump({"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "together": together}, file)
-        report({"epoch": 1, "score": config["x"]})
+        context.report({"epoch": 1, "score": config["x"]})
         return {"epoch": 1, "score": config["x"]}
 
 

@@ -100,10 +100,10 @@ import time
 from search.space import Float, SearchSpace
 
 
-def train(config, report=None, should_stop=None):
+def train(config, context):
     for epoch in range(1, config["epochs"] + 1):
         time.sleep(0.5)
-        report({"epoch": epoch, "score": config["x"] * epoch})
+        context.report({"epoch": epoch, "score": config["x"] * epoch})
 
 
 train.metrics = ("epoch", "score")

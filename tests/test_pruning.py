@@ -1,5 +1,6 @@
 import pytest
 
+from trainables.contract import TrialContext
 from trainables.mnist import train
 from trainables.pruning import pruning_schedule_steps
 
@@ -15,7 +16,7 @@ def test_schedule_reaches_target_before_the_last_epoch(steps_per_epoch, epochs):
 
 @pytest.mark.parametrize("target", [0.5, 0.8])
 def test_trained_model_has_the_target_sparsity(tiny_config, target):
-    final = train({**tiny_config, "epochs": 2, "final_sparsity": target}, report=lambda m: None)
+    final = train({**tiny_config, "epochs": 2, "final_sparsity": target}, TrialContext(report=lambda m: None))
     # Measured on the stripped model's kernels, within 0.02 of the target.
     assert final["sparsity"] == pytest.approx(target, abs=0.02)
     # Fewer non-zero parameters remain than the dense model has.
@@ -23,6 +24,6 @@ def test_trained_model_has_the_target_sparsity(tiny_config, target):
 
 
 def test_unpruned_model_is_dense(tiny_config):
-    final = train(tiny_config, report=lambda m: None)
+    final = train(tiny_config, TrialContext(report=lambda m: None))
     # Without pruning, trained kernels have (essentially) no exact zeros.
     assert final["sparsity"] < 0.01

@@ -20,20 +20,20 @@ import time
 from search.space import Float, SearchSpace
 
 
-def train(config, report=None, should_stop=None):
+def train(config, context):
     # Checkpoints each epoch's report in its checkpoint directory and, like the real trainables,
     # continues from it: the saved epoch is reported again first, then training goes on.
-    saved = os.path.join(config["checkpoint_dir"], "last_report.json")
+    saved = os.path.join(context.checkpoint_dir, "last_report.json")
     start = 0
     if os.path.exists(saved):
         last = json.load(open(saved))
         start = last["epoch"]
-        report({**last, "resumed_from_epoch": start})
+        context.report({**last, "resumed_from_epoch": start})
     for epoch in range(start + 1, config["epochs"] + 1):
         time.sleep(config["seconds_per_epoch"])
         metrics = {"epoch": epoch, "score": config["x"] * epoch}
         json.dump(metrics, open(saved, "w"))
-        report(metrics)
+        context.report(metrics)
     return {"epoch": config["epochs"], "score": config["x"] * config["epochs"]}
 
 

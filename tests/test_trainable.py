@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from trainables.contract import TrialContext
 from trainables.mnist import EPOCH_METRICS
 from trainables.mnist import FINAL_METRICS
 from trainables.mnist import train
@@ -9,7 +10,7 @@ from trainables.mnist import train
 
 def test_train_reports_every_epoch_and_returns_the_final_metrics(tiny_config):
     reports = []
-    final = train({**tiny_config, "epochs": 2}, report=reports.append)
+    final = train({**tiny_config, "epochs": 2}, TrialContext(report=reports.append))
     # One report per epoch, numbered from 1.
     assert [r["epoch"] for r in reports] == [1, 2]
     # Every report carries the per-epoch metrics; only the last one the model metrics too.
@@ -25,7 +26,7 @@ def test_train_reports_every_epoch_and_returns_the_final_metrics(tiny_config):
 
 def test_timing_metrics_are_consistent(tiny_config):
     reports = []
-    train({**tiny_config, "epochs": 2}, report=reports.append)
+    train({**tiny_config, "epochs": 2}, TrialContext(report=reports.append))
     first, second = reports
     # Steady-state epoch time excludes the first epoch's graph tracing, reported apart.
     assert first["warmup_s"] > 0 and "warmup_s" not in second
@@ -37,7 +38,7 @@ def test_timing_metrics_are_consistent(tiny_config):
 
 
 def test_model_metrics_are_measured(tiny_config):
-    final = train(tiny_config, report=lambda m: None)
+    final = train(tiny_config, TrialContext(report=lambda m: None))
     # An MLP 784-16-16-10 has (784*16+16) + (16*16+16) + (16*10+10) parameters.
     assert final["params"] == 784 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
     assert 0 < final["model_bytes_gzip"] < 4 * final["params"] + 100_000
@@ -48,7 +49,7 @@ def test_model_metrics_are_measured(tiny_config):
 def test_cnn_learns_the_bundled_digits(tiny_config):
     final = train(
         {**tiny_config, "architecture": "cnn", "width": 16, "train_examples": 2000, "epochs": 3},
-        report=lambda m: None,
+        TrialContext(report=lambda m: None),
     )
     # Three epochs on 2,000 real digits is far above the 10% of guessing.
     assert final["val_accuracy"] > 0.8
@@ -76,7 +77,7 @@ def test_training_ends_mid_epoch_when_asked_to_stop(tiny_config):
         polls.append(1)
         return len(polls) > 3  # after the fourth batch of the first epoch
 
-    final = train({**tiny_config, "epochs": 3}, report=reports.append, should_stop=should_stop)
+    final = train({**tiny_config, "epochs": 3}, TrialContext(report=reports.append, should_stop=should_stop))
     # No epoch completes, so nothing is reported, and training stops at once (one poll per batch).
     assert reports == [] and final == {}
     assert len(polls) == 4
@@ -85,19 +86,20 @@ def test_training_ends_mid_epoch_when_asked_to_stop(tiny_config):
 def test_diverging_training_raises_a_clear_error(tiny_config):
     # A learning rate this large sends the loss to NaN/inf within the first epoch.
     with pytest.raises(FloatingPointError, match="Training diverged: loss became"):
-        train({**tiny_config, "learning_rate": 1e12, "epochs": 2}, report=lambda m: None)
+        train({**tiny_config, "learning_rate": 1e12, "epochs": 2}, TrialContext(report=lambda m: None))
 
 
 def test_training_continues_from_its_checkpoint(tiny_config, tmp_path):
-    config = {**tiny_config, "train_examples": 2000, "checkpoint_dir": str(tmp_path / "ckpt")}
+    config = {**tiny_config, "train_examples": 2000}
+    saving = {"checkpoint_dir": str(tmp_path / "ckpt")}
     first = []
-    train({**config, "epochs": 2}, report=first.append)
+    train({**config, "epochs": 2}, TrialContext(report=first.append, **saving))
     # Asked for 4 epochs with the same checkpoint directory, it picks up after epoch 2 ...
     resumed = []
-    train({**config, "epochs": 4}, report=resumed.append)
+    train({**config, "epochs": 4}, TrialContext(report=resumed.append, **saving))
     # (epoch 2's report comes again first: it may never have reached a recorder before)
     assert [r["epoch"] for r in resumed] == [2, 3, 4]
     assert resumed[0] == {**first[-1], "resumed_from_epoch": 2}
     # ... with the trained weights and optimizer state: better than a fresh model's first epoch.
-    fresh = train({**tiny_config, "train_examples": 2000, "epochs": 1}, report=lambda m: None)
+    fresh = train({**tiny_config, "train_examples": 2000, "epochs": 1}, TrialContext(report=lambda m: None))
     assert resumed[1]["val_loss"] < fresh["val_loss"]

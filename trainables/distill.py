@@ -2,7 +2,7 @@
 
 The student's loss is `(1 - weight) * cross-entropy(labels) + weight * T**2 * KL(teacher_T ||
 student_T)`, where `_T` are softmax outputs at temperature `T` (Hinton et al., 2015). The
-teacher is a CNN trained on the same split, outside any strategy scope. With a `cache_dir` (a
+teacher (the task's `build_teacher`) is trained on the same split, outside any strategy scope. With a `cache_dir` (a
 study gives every trial the same one) it is trained by the first trial that needs it, under a
 file lock, and loaded by all others; without one, once per process.
 """
@@ -23,11 +23,12 @@ from trainables._keras import keras
 from trainables._keras import tf
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from collections.abc import Iterator
 
     import tf_keras
 
-    from trainables.data import Digits
+    from trainables.data import Split
 
 
 def distillation_loss(
@@ -83,15 +84,12 @@ class Distiller(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
 
-TEACHER = {"architecture": "cnn", "width": 64, "depth": 2}
-
-
-def _teacher_key(digits: Digits, *, epochs: int, seed: int) -> str:
+def _teacher_key(split: Split, *, recipe: dict[str, Any], epochs: int, seed: int) -> str:
     """Identifies the teacher by what it learns from: the split's examples and labels, its recipe."""
     digest = hashlib.sha1()
-    for array in (digits.x_train, digits.y_train, digits.x_val, digits.y_val):
+    for array in (split.x_train, split.y_train, split.x_val, split.y_val):
         digest.update(array.tobytes())
-    digest.update(json.dumps({**TEACHER, "epochs": epochs, "seed": seed}, sort_keys=True).encode())
+    digest.update(json.dumps({**recipe, "epochs": epochs, "seed": seed}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
@@ -110,33 +108,38 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def teacher_weights(
-    digits: Digits, *, epochs: int, seed: int, cache_dir: str | None
+    split: Split,
+    build: Callable[[], tf_keras.Model],
+    *,
+    recipe: dict[str, Any],
+    epochs: int,
+    seed: int,
+    cache_dir: str | None,
 ) -> tuple[list, dict[str, float]]:
-    """The trained teacher's weights for `digits`, and `teacher_val_accuracy` and
-    `teacher_train_s` (0 when cached).
+    """The weights of the teacher `build()` makes, trained on `split`, and
+    `teacher_val_accuracy` and `teacher_train_s` (0 when cached). `recipe` describes the
+    teacher (it is part of the cache key).
 
     Call it outside any strategy scope: the teacher trains on this process alone, so the
     workers of a multi-worker trial wait on the cache's lock without holding a collective
-    operation the others need; then each builds it in its scope with `teacher_model`.
+    operation the others need; then each builds it again in its scope and sets these weights.
     """
-    from trainables.models import build_model
-
-    key = _teacher_key(digits, epochs=epochs, seed=seed)
+    key = _teacher_key(split, recipe=recipe, epochs=epochs, seed=seed)
     if cache_dir is None:
         if key not in _trained:
-            _trained[key] = _train(build_model(**TEACHER, input_shape=digits.x_train.shape[1:]), digits, epochs=epochs, seed=seed)
+            _trained[key] = _train(build(), split, epochs=epochs, seed=seed)
             return _trained[key]
         weights, info = _trained[key]
         return weights, {**info, "teacher_train_s": 0.0}
 
     weights_path = Path(cache_dir) / f"teacher-{key}.weights.h5"
     info_path = weights_path.with_suffix(".json")
-    model = build_model(**TEACHER, input_shape=digits.x_train.shape[1:])
+    model = build()
     with _locked(Path(cache_dir) / f"teacher-{key}.lock"):
         if weights_path.exists() and info_path.exists():
             model.load_weights(str(weights_path))
             return model.get_weights(), {**json.loads(info_path.read_text()), "teacher_train_s": 0.0}
-        weights, info = _train(model, digits, epochs=epochs, seed=seed)
+        weights, info = _train(model, split, epochs=epochs, seed=seed)
         partial = weights_path.with_name(f"partial-{os.getpid()}-{weights_path.name}")
         model.save_weights(str(partial))
         os.replace(partial, weights_path)
@@ -144,21 +147,12 @@ def teacher_weights(
     return weights, info
 
 
-def teacher_model(weights: list, input_shape: tuple[int, ...]) -> tf_keras.Model:
-    """The teacher with `weights` (from `teacher_weights`), built in the current strategy scope."""
-    from trainables.models import build_model
-
-    model = build_model(**TEACHER, input_shape=input_shape)
-    model.set_weights(weights)
-    return model
-
-
 def _train(
-    model: tf_keras.Model, digits: Digits, *, epochs: int, seed: int
+    model: tf_keras.Model, split: Split, *, epochs: int, seed: int
 ) -> tuple[list, dict[str, float]]:
     from trainables import data
 
-    train_ds, val_ds = data.pipelines(digits, batch_size=128, augment=0.0, seed=seed)
+    train_ds, val_ds = data.pipelines(split, batch_size=128, seed=seed)
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -18,12 +18,13 @@ import numpy as np
 
 from trainables._keras import keras
 from trainables._keras import tf
+from trainables.contract import COMPLETE
+from trainables.contract import EPOCH
+from trainables.contract import RESUMED_FROM_EPOCH
+from trainables.contract import Report
 
 if TYPE_CHECKING:
     import tf_keras
-
-Report = Callable[[dict[str, Any]], None]
-
 
 class EpochReporter(keras.callbacks.Callback):
     """Time each epoch's training phase and hand the epoch's metrics to `report`.
@@ -93,12 +94,12 @@ class EpochReporter(keras.callbacks.Callback):
         train_end = self._train_end or time.perf_counter()
         wall = train_end - self._epoch_start
         steps = self.params.get("steps") or 1
-        metrics: dict[str, Any] = {"epoch": epoch + 1}
+        metrics: dict[str, Any] = {EPOCH: epoch + 1}
         first = not self.history  # the first epoch of this run traces the graph
         if first:
             metrics.update(self.known_metrics)
         if first and self.resumed_from_epoch and not self._resume_reported:
-            metrics["resumed_from_epoch"] = self.resumed_from_epoch
+            metrics[RESUMED_FROM_EPOCH] = self.resumed_from_epoch
         if first and steps > 1 and self._first_batch_end is not None:
             steady = (train_end - self._first_batch_end) * steps / (steps - 1)
             metrics["warmup_s"] = max(0.0, wall - steady)
@@ -112,7 +113,7 @@ class EpochReporter(keras.callbacks.Callback):
             examples_per_s=self.examples_per_epoch / steady if steady > 0 else float("nan"),
         )
         if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
-            metrics.update(self.final_metrics(), complete=True)
+            metrics.update(self.final_metrics(), **{COMPLETE: True})
         if self.checkpoint is not None:
             self.checkpoint.save(epochs_done=epoch + 1, report=metrics)
         self.history.append(metrics)
@@ -123,7 +124,7 @@ class EpochReporter(keras.callbacks.Callback):
         # records them: report it again first (a recorder that has it already skips it).
         saved = self.checkpoint.last_report if self.checkpoint is not None else None
         if self.resumed_from_epoch and saved:
-            self.report({**saved, "resumed_from_epoch": self.resumed_from_epoch})
+            self.report({**saved, RESUMED_FROM_EPOCH: self.resumed_from_epoch})
             self._resume_reported = True
 
 
@@ -220,7 +221,9 @@ def model_metrics(
     `inference_ms`; the TFLite model it deploys as (quantized as `quantization` says, see
     `trainables.quantization`) gives `tflite_bytes`, `tflite_bytes_gzip` (where pruning's zeros
     pay off), `tflite_accuracy` on `x_val` and `tflite_ms` (batch-1 latency).
-    If `model_dir` is given, the model is also written there as `model.keras` and `model.tflite`.
+    If `model_dir` is given, the model is also written there as `model.keras` and `model.tflite`,
+    with `input_example.npy` (five validation inputs) and `output_example.npy` (the deployed
+    model's outputs for them), from which the study gives the logged model its signature.
     """
     from trainables import quantization as quant
     from trainables.pruning import kernel_sparsity
@@ -232,6 +235,9 @@ def model_metrics(
         model.save(os.path.join(model_dir, "model.keras"))
         with open(os.path.join(model_dir, "model.tflite"), "wb") as file:
             file.write(flatbuffer)
+        example = x_val[:5].astype(np.float32)
+        np.save(os.path.join(model_dir, "input_example.npy"), example)
+        np.save(os.path.join(model_dir, "output_example.npy"), quant.predict(flatbuffer, example))
     return {
         "params": float(model.count_params()),
         "nonzero_params": float(sum(int(np.count_nonzero(w)) for w in weights)),

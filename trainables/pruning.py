@@ -28,9 +28,12 @@ def apply_pruning(
     """Wrap every prunable layer of `model` for low-magnitude pruning up to `final_sparsity`.
 
     The sparsity follows a polynomial ramp from 0 to `final_sparsity` (a fraction in [0, 1)).
-    Train the result with the callbacks from `pruning_callbacks()`.
+    Layers tensorflow-model-optimization cannot prune (e.g. a `Normalization` layer) stay as
+    they are. Train the result with the callbacks from `pruning_callbacks()`.
     """
     import tensorflow_model_optimization as tfmot
+
+    from trainables._keras import keras
 
     if not 0.0 <= final_sparsity < 1.0:
         raise ValueError(f"`final_sparsity` must be in [0, 1), but got {final_sparsity=}.")
@@ -42,7 +45,14 @@ def apply_pruning(
         end_step=end_step,
         frequency=frequency,
     )
-    return tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+
+    def prune(layer: tf_keras.layers.Layer) -> tf_keras.layers.Layer:
+        try:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
+        except ValueError:  # "Please initialize `Prune` with a supported layer"
+            return layer
+
+    return keras.models.clone_model(model, clone_function=prune)
 
 
 def pruning_callbacks() -> list:

@@ -25,10 +25,22 @@ QUANTIZATIONS = ("none", "dynamic", "int8", "qat")
 
 
 def quantize_for_training(model: tf_keras.Model) -> tf_keras.Model:
-    """Wrap `model` for quantization-aware training (8-bit fake-quant of weights and activations)."""
+    """Wrap `model` for quantization-aware training (8-bit fake-quant of weights and activations).
+
+    A model with layers tensorflow-model-optimization does not know (e.g. `Normalization`) gets
+    fake-quant on its dense and convolution layers only; the others stay float until conversion.
+    """
     import tensorflow_model_optimization as tfmot
 
-    return tfmot.quantization.keras.quantize_model(model)
+    from trainables._keras import keras
+
+    try:
+        return tfmot.quantization.keras.quantize_model(model)
+    except RuntimeError:  # "Layer ... is not supported. You can quantize this layer by passing ..."
+        known = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+        annotate = tfmot.quantization.keras.quantize_annotate_layer
+        annotated = keras.models.clone_model(model, clone_function=lambda layer: annotate(layer) if isinstance(layer, known) else layer)
+        return tfmot.quantization.keras.quantize_apply(annotated)
 
 
 def to_tflite(
