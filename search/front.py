@@ -7,20 +7,19 @@ epochs of accuracy), so it can neither join the front nor move the hypervolume.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 import numpy as np
+import pandas as pd
 
 from search import pareto
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from search.tracking import StudyRuns
 
 
@@ -154,6 +153,8 @@ def _register_front_models(
 ) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
+    from search import serving
+
     uris: dict[str, str] = {}
     points = front.points
     saved = [
@@ -170,7 +171,12 @@ def _register_front_models(
     except MlflowException:
         pass  # registered by an earlier study of the same experiment
     for row in saved:
-        runs.client.log_artifacts(row["run_id"], row["model_dir"], artifact_path="model")
+        with tempfile.TemporaryDirectory() as scratch:
+            model = Path(row["model_dir"])
+            if serving.servable(model):  # else its files as they are
+                model = Path(scratch) / "model"
+                serving.save(Path(row["model_dir"]), model)
+            runs.client.log_artifacts(row["run_id"], str(model), artifact_path="model")
         version = runs.client.create_model_version(
             name,
             source=f"runs:/{row['run_id']}/model",
@@ -184,7 +190,24 @@ def _register_front_models(
         )
         runs.client.set_tag(row["run_id"], "registered_model", f"models:/{name}/{version.version}")
         uris[row["trial"]] = f"models:/{name}/{version.version}"
+    for alias, trial in aliases(pd.DataFrame(saved), objectives).items():
+        runs.client.set_registered_model_alias(name, alias, uris[trial].rsplit("/", 1)[1])
     return uris
+
+
+def aliases(points: pd.DataFrame, objectives: Mapping[str, str]) -> dict[str, str]:
+    """Registry aliases of a study's front models: `knee`, and `best-<objective>` (the front's
+    best by each objective, e.g. `best-val_accuracy`), each to a trial name."""
+    named: dict[str, str] = {}
+    knee = points[points["knee"].astype(bool)]
+    if not knee.empty:
+        named["knee"] = knee.iloc[0]["trial"]
+    for metric, mode in objectives.items():
+        values = pd.to_numeric(points[metric], errors="coerce")
+        if values.notna().any():
+            best = values.idxmax() if mode == "max" else values.idxmin()
+            named["best-" + re.sub(r"[^\w-]", "-", metric)] = points.loc[best, "trial"]
+    return named
 
 
 def discard_models(models_dir: Path) -> None:

@@ -2,7 +2,8 @@
 
 Searches the Pareto-front models of every study in the experiment (only front models are kept
 and registered), keeps those meeting every `--min`/`--max` bound, and prints the best one by
-`--best`, with its registered model URI. `--download DIR` also fetches its files.
+`--best`, with its registered model URI and how to load (`mlflow.pyfunc.load_model`) and serve
+(`mlflow models serve`) it. `--download DIR` also fetches the MLflow model's files.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best", required=True, metavar="METRIC[:min|max]", help="rank by this metric; direction defaults to the study's objective direction, else min")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: the store in --results-dir)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), metavar="DIR", help="results directory of the study (default: ./results)")
-    parser.add_argument("--download", type=Path, metavar="DIR", help="also download the model files (model.keras, model.tflite) into DIR")
+    parser.add_argument("--download", type=Path, metavar="DIR", help="also download the MLflow model (MLmodel; artifacts/model.tflite, model.keras) into DIR")
     return parser
 
 
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(run.data.metrics):
         print(f"  {name} = {run.data.metrics[name]:.6g}")
     print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(run.data.params.items())))
+    print(f'  load:  mlflow.pyfunc.load_model("{uri}")  (tracking URI {tracking_uri})')
+    print(f"  serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m {uri} --env-manager local")
     if options.download:
         mlflow.set_tracking_uri(tracking_uri)
         path = mlflow.artifacts.download_artifacts(uri, dst_path=str(options.download))

@@ -8,7 +8,7 @@ store, long after the study ran:
     >>> study.trials[["trial", "status", "val_accuracy", "epoch_time_s"]]
     >>> study.front                                               # full-budget Pareto front
     >>> study.history("trial-003")                                # per-epoch metrics
-    >>> study.download_model("trial-003", "chosen/")              # model.keras, model.tflite
+    >>> study.download_model("trial-003", "chosen/")              # an MLflow model (pyfunc)
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ class Study:
         return value.iloc[0] if len(value) and isinstance(value.iloc[0], str) else None
 
     def download_model(self, trial: str, directory: str | Path) -> Path:
-        """Download a front trial's model files (`model.keras`, `model.tflite`) into `directory`."""
+        """Download a front trial's MLflow model into `directory` (its `MLmodel`, and the trained
+        files under `artifacts/`: `model.tflite`, `model.keras`). `mlflow.pyfunc.load_model` loads
+        it from there, or straight from `model_uri(trial)`."""
         import mlflow
 
         uri = self.model_uri(trial)

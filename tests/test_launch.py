@@ -123,17 +123,28 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
     assert {"pareto.csv", "pareto.png", "hypervolume.png"} <= artifacts
     assert client.get_metric_history(parent.info.run_id, "hypervolume")
     assert "reference_point" in parent.data.params
-    # Every front trial has a registered model that loads and predicts.
+    # Every front trial has a registered MLflow model that loads with pyfunc and predicts, with
+    # the signature and input example its trainable gave; the Keras and TFLite files go along.
     front = [r for r in trials if r.data.tags.get("on_front") == "true"]
     assert front and all(r.info.status == "FINISHED" for r in front)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     for run in front:
         uri = run.data.tags["registered_model"]
         assert uri.startswith("models:/smoke/")
+        model = mlflow.pyfunc.load_model(uri)
+        assert model.predict(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+        assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28, 1)
+        assert model.metadata.saved_input_example_info is not None
         files = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / run.info.run_id)))
-        assert (files / "model.tflite").stat().st_size > 0
-        model = keras.models.load_model(files / "model.keras")
-        assert model.predict(np.zeros((2, 28, 28, 1)), verbose=0).shape == (2, 10)
+        assert (files / "artifacts" / "model.tflite").stat().st_size > 0
+        assert keras.models.load_model(files / "artifacts" / "model.keras").output_shape == (None, 10)
+    # Aliases name the knee and the front's best by each objective.
+    registry = mlflow.MlflowClient()
+    best = max(front, key=lambda r: r.data.metrics["val_accuracy"])
+    assert registry.get_model_version_by_alias("smoke", "best-val_accuracy").run_id == best.info.run_id
+    [knee] = [r for r in front if r.data.tags.get("knee") == "true"]
+    assert registry.get_model_version_by_alias("smoke", "knee").run_id == knee.info.run_id
+    assert mlflow.pyfunc.load_model("models:/smoke@knee").predict(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
 
     # `search.pick` finds the fastest front model above an accuracy bound.
     picked = subprocess.run(
