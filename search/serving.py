@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class DeployedModel(mlflow.pyfunc.PythonModel):
             self.flatbuffer = None
             self.keras_model = keras.saving.load_model(artifacts["keras"])
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:  # ndarray: no schema from hints
         inputs = np.asarray(model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input, dtype=np.float32)
         if self.flatbuffer is not None:
             from trainables import quantization
@@ -73,7 +74,9 @@ def save(model_dir: Path, path: Path) -> None:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        _save(path, artifacts, signature, input_example)
+        with warnings.catch_warnings():  # "Add type hints to `predict`": its signature is given
+            warnings.simplefilter("ignore", UserWarning)
+            _save(path, artifacts, signature, input_example)
     finally:
         quiet.setLevel(level)
 

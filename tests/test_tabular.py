@@ -64,7 +64,7 @@ def test_a_tabular_study_registers_front_models_that_load_and_serve(tmp_path):
     # HTTP: `mlflow models serve` in this environment, on 127.0.0.1, answering a JSON request.
     port = _free_port()
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/tumours@best-val_accuracy", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        ["mlflow", "models", "serve", "-m", "models:/tumours@best-tflite_accuracy", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
         env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
     )  # fmt: skip
@@ -88,6 +88,6 @@ def test_a_tabular_study_registers_front_models_that_load_and_serve(tmp_path):
         server.terminate()
         server.wait(timeout=30)
     served = np.asarray(answer["predictions"])
-    expected = mlflow.pyfunc.load_model("models:/tumours@best-val_accuracy").predict(rows)
+    expected = mlflow.pyfunc.load_model("models:/tumours@best-tflite_accuracy").predict(rows)
     assert served.shape == (8, 2)
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-4)
