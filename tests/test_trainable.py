@@ -1,10 +1,12 @@
 import math
 
+import numpy as np
 import pytest
 
 from trainables.contract import TrialContext
 from trainables.mnist import EPOCH_METRICS
 from trainables.mnist import FINAL_METRICS
+from trainables.metrics import steady_state
 from trainables.mnist import train
 
 
@@ -35,6 +37,26 @@ def test_timing_metrics_are_consistent(tiny_config):
         assert report["examples_per_s"] == pytest.approx(512 / report["epoch_time_s"])
     # Cumulative training time grows and includes the warm-up.
     assert second["train_time_s"] > first["train_time_s"] >= first["epoch_time_s"]
+    # Beside the robust wall figure: its spread, the CPU time of the steps, and the plain wall time.
+    for report in reports:
+        assert report["epoch_time_cv"] >= 0 and report["epoch_cpu_s"] > 0
+        assert report["epoch_wall_s"] > 0
+    assert second["train_time_s"] == pytest.approx(first["epoch_wall_s"] + second["epoch_wall_s"])
+
+
+def test_the_steady_state_epoch_time_ignores_the_warm_up_and_a_few_slow_steps():
+    # Ten steps of 0.1 s after a 2 s first step (graph tracing): 10 x 0.1 s, spread 0.
+    steady, spread = steady_state([2.0] + [0.1] * 9, skip=1)
+    assert steady == pytest.approx(1.0) and spread == pytest.approx(0.0)
+    # Two steps slowed by a neighbour or a pause: the epoch's wall time takes all of it, the
+    # median none; the spread says the steps were uneven.
+    steps = [0.1] * 8 + [0.6, 0.9]
+    steady, spread = steady_state(steps)
+    assert sum(steps) == pytest.approx(2.3) and steady == pytest.approx(1.0)
+    assert spread == pytest.approx(np.std(steps, ddof=1) / np.mean(steps))
+    # Degenerate epochs: one step is its own time; no step is no time.
+    assert steady_state([0.4], skip=1) == (pytest.approx(0.4), 0.0)
+    assert steady_state([]) == (0.0, 0.0)
 
 
 def test_model_metrics_are_measured(tiny_config):

@@ -93,7 +93,10 @@ CONDITIONAL: dict[str, tuple[str, tuple]] = {
 }
 
 # What the kit reports: every epoch, then also at the last epoch.
-EPOCH_METRICS = (EPOCH, "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s", "train_time_s", "examples_per_s")
+EPOCH_METRICS = (
+    EPOCH, "loss", "accuracy", "val_loss", "val_accuracy",
+    "epoch_time_s", "epoch_time_cv", "epoch_cpu_s", "epoch_wall_s", "train_time_s", "examples_per_s",
+)  # fmt: skip
 # Where the trial trained, in its first report (see `trainables.distribute.Placement`), with
 # `notes` saying which requested settings could not apply there.
 PLACEMENT_METRICS = ("strategy", "replicas", "workers", "devices", "global_batch_size", "learning_rate_applied", "notes")

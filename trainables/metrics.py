@@ -29,10 +29,14 @@ if TYPE_CHECKING:
 class EpochReporter(keras.callbacks.Callback):
     """Time each epoch's training phase and hand the epoch's metrics to `report`.
 
-    `epoch_time_s` is steady-state training time: in the first epoch, the first batch (which
-    traces and compiles the training graph) is left out and the epoch time is extrapolated from
-    the remaining batches; the left-out excess is reported as `warmup_s`. `train_time_s` is the
-    cumulative wall time of all training phases, warm-up included. Validation is not counted.
+    `epoch_time_s` is steady-state training time, robust to pauses: the median of the epoch's
+    step times, times its steps (`steady_state`). In the first epoch of a run, the first step
+    (which traces and compiles the training graph) is left out, and its excess over the median
+    is reported as `warmup_s`. With it: `epoch_time_cv`, the step times' coefficient of
+    variation (their spread); `epoch_cpu_s`, the same statistic of the process's CPU time per
+    step (what neighbours on a shared machine move least); `epoch_wall_s`, the plain wall time of
+    the epoch's training phase. `train_time_s` is the cumulative wall time of all training
+    phases, warm-up included. Validation is not counted.
 
     On the last epoch (the planned last one, or one after which another callback stopped
     training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
@@ -68,12 +72,11 @@ class EpochReporter(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start = time.perf_counter()
-        self._first_batch_end: float | None = None
+        self._marks = [(self._epoch_start, time.process_time())]  # (wall, CPU) at each step's end
         self._train_end: float | None = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self._first_batch_end is None:
-            self._first_batch_end = time.perf_counter()
+        self._marks.append((time.perf_counter(), time.process_time()))
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise FloatingPointError(
@@ -93,22 +96,25 @@ class EpochReporter(keras.callbacks.Callback):
             return
         train_end = self._train_end or time.perf_counter()
         wall = train_end - self._epoch_start
-        steps = self.params.get("steps") or 1
         metrics: dict[str, Any] = {EPOCH: epoch + 1}
         first = not self.history  # the first epoch of this run traces the graph
         if first:
             metrics.update(self.known_metrics)
         if first and self.resumed_from_epoch and not self._resume_reported:
             metrics[RESUMED_FROM_EPOCH] = self.resumed_from_epoch
-        if first and steps > 1 and self._first_batch_end is not None:
-            steady = (train_end - self._first_batch_end) * steps / (steps - 1)
-            metrics["warmup_s"] = max(0.0, wall - steady)
-        else:
-            steady = wall
+        walls = np.diff([mark[0] for mark in self._marks])
+        cpus = np.diff([mark[1] for mark in self._marks])
+        warm_up = first and len(walls) > 1
+        steady, spread = steady_state(walls, skip=1 if warm_up else 0)
+        if warm_up:
+            metrics["warmup_s"] = max(0.0, float(walls[0]) - steady / len(walls))
         self.train_time_s += wall
         metrics.update(
             {name: float(value) for name, value in (logs or {}).items()},
             epoch_time_s=steady,
+            epoch_time_cv=spread,
+            epoch_cpu_s=steady_state(cpus, skip=1 if warm_up else 0)[0],
+            epoch_wall_s=wall,
             train_time_s=self.train_time_s,
             examples_per_s=self.examples_per_epoch / steady if steady > 0 else float("nan"),
         )
@@ -126,6 +132,24 @@ class EpochReporter(keras.callbacks.Callback):
         if self.resumed_from_epoch and saved:
             self.report({**saved, RESUMED_FROM_EPOCH: self.resumed_from_epoch})
             self._resume_reported = True
+
+
+def steady_state(step_seconds: Any, *, skip: int = 0) -> tuple[float, float]:
+    """`(epoch seconds, spread)` of an epoch whose steps took `step_seconds` (wall or CPU).
+
+    The epoch's seconds are the median step time, over the steps after the first `skip` (the
+    warm-up), times the number of all steps: a pause in a few steps (a neighbour's burst, garbage
+    collection) leaves it unmoved, where the epoch's wall time takes all of it. The spread is the
+    coefficient of variation of those step times (0 with fewer than two). An epoch without steps
+    is 0 seconds.
+    """
+    times = np.asarray(step_seconds, dtype=float)
+    if times.size == 0:
+        return 0.0, 0.0
+    kept = times[skip:] if times.size > skip else times
+    mean = float(kept.mean())
+    spread = float(kept.std(ddof=1) / mean) if kept.size > 1 and mean > 0 else 0.0
+    return float(np.median(kept)) * times.size, spread
 
 
 class EpochCheckpoint:
