@@ -9,15 +9,89 @@ CPUs and GPUs and a `TF_CONFIG` from Ray Train, from which the trainable builds 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # What the Tune trial of a multi-worker trial reserves to drive its workers (Ray refuses 0);
 # its workers share the rest of the trial's CPUs.
 DRIVER_CPUS = 0.01
+
+
+CORE_LOCKS = Path(tempfile.gettempdir()) / "tf-config-search-cores"  # shared by every study on the node
+
+
+@dataclasses.dataclass
+class CoreClaim:
+    """Cores this process has to itself: an exclusive lock on each (`CORE_LOCKS/core-N.lock`),
+    held until `release()` or the process ends, and the process's threads pinned to them."""
+
+    cores: list[int]
+    locks: list[Any]
+    previous: set[int] = dataclasses.field(default_factory=set)
+
+    def release(self) -> None:
+        if self.previous:
+            _set_process_affinity(self.previous)  # a reused worker takes its next trial unpinned
+        for lock in self.locks:
+            lock.close()  # closing the file drops its lock
+        self.locks = []
+
+
+def claim_cores(count: int, *, directory: Path | None = None, available: list[int] | None = None) -> CoreClaim | None:
+    """Lock `count` cores of `available` (default: those this process may run on) that no other
+    trial on this node holds, or None if there are not that many free (nothing is held then).
+    The locks live in `directory` (default `CORE_LOCKS`)."""
+    import fcntl
+
+    directory = directory or CORE_LOCKS
+    directory.mkdir(parents=True, exist_ok=True)
+    claim = CoreClaim([], [])
+    for core in sorted(os.sched_getaffinity(0) if available is None else available):
+        handle = open(directory / f"core-{core}.lock", "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        claim.cores.append(core)
+        claim.locks.append(handle)
+        if len(claim.cores) == count:
+            return claim
+    claim.release()
+    return None
+
+
+def pin_to_free_cores(cpus: float) -> CoreClaim | None:
+    """Pin this trial process to `cpus` cores no other trial on the node holds, when it reserves
+    whole CPUs; its TensorFlow thread pools are sized to them (`prepare_process`).
+
+    Two trials side by side then never share a core or migrate onto each other's, so the speed
+    each measures depends less on its neighbour. A fractional CPU share, or a node whose free
+    cores are fewer (oversubscribed, or other studies hold them), leaves the process unpinned.
+    """
+    if cpus < 1 or cpus != int(cpus):
+        return None
+    previous = os.sched_getaffinity(0)
+    claim = claim_cores(int(cpus))
+    if claim is not None:
+        claim.previous = set(previous)
+        _set_process_affinity(set(claim.cores))
+    return claim
+
+
+def _set_process_affinity(cores: set[int]) -> None:
+    """`sched_setaffinity` on every thread of this process (on Linux it applies per thread)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except (ProcessLookupError, PermissionError):
+            pass  # a thread that just ended
 
 
 def prepare_process(cpus: float, gpu_memory_mb: int | None) -> None:

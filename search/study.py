@@ -144,13 +144,20 @@ def _run_trial(
         )
     else:
         devices.prepare_process(cpus, gpu_memory_mb)
+        pinned = devices.pin_to_free_cores(cpus)
         reported = []
 
         def report(metrics: dict[str, Any]) -> None:
+            if not reported and pinned is not None:  # a tag of the trial's run
+                metrics = {**metrics, "pinned_cores": ",".join(map(str, pinned.cores))}
             reported.append(True)
             tune.report(metrics)
 
-        returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, **directories))
+        try:
+            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, **directories))
+        finally:
+            if pinned is not None:
+                pinned.release()
         if not reported and returned:  # the contract's "report nothing, return the metrics"
             tune.report({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -1,5 +1,6 @@
 """The command line: bad input fails fast and clearly; a tiny study lands in MLflow."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,15 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         epochs = int(run.data.metrics["epoch"])
         assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+        # The speed figure comes with its spread and CPU-time companion, every epoch.
+        for metric in ("epoch_time_s", "epoch_time_cv", "epoch_cpu_s", "epoch_wall_s"):
+            assert len(client.get_metric_history(run.info.run_id, metric)) == epochs
+    # Two 1-CPU trials at a time on this 2-core machine class: each pinned to a core of its own.
+    if len(os.sched_getaffinity(0)) == 2:
+        assert {run.data.tags.get("pinned_cores") for run in trials} == {"0", "1"}
+    for run in trials:
         # A trial that ran all its epochs also has its model metrics; a stopped one is KILLED.
+        epochs = int(run.data.metrics["epoch"])
         if run.info.status == "FINISHED":
             assert epochs == 2
             for metric in ("params", "nonzero_params", "sparsity", "model_bytes_gzip", "inference_ms"):
