@@ -34,23 +34,26 @@ class DeployedModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         artifacts = context.artifacts
         if "tflite" in artifacts:
+            from trainables import quantization
+
             self.flatbuffer = Path(artifacts["tflite"]).read_bytes()
             self.keras_model = None
+            self.input_shape = tuple(quantization.interpreter(self.flatbuffer).get_input_details()[0]["shape"][1:])
         else:
             import keras
 
             self.flatbuffer = None
             self.keras_model = keras.saving.load_model(artifacts["keras"])
+            self.input_shape = tuple(self.keras_model.inputs[0].shape[1:])
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:  # ndarray: no schema from hints
         inputs = np.asarray(model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input, dtype=np.float32)
+        inputs = inputs.reshape(-1, *self.input_shape)
         if self.flatbuffer is not None:
             from trainables import quantization
 
-            shape = quantization.interpreter(self.flatbuffer).get_input_details()[0]["shape"][1:]
-            return quantization.predict(self.flatbuffer, inputs.reshape(-1, *shape))
-        shape = self.keras_model.inputs[0].shape[1:]
-        return np.asarray(self.keras_model.predict(inputs.reshape(-1, *shape), verbose=0))
+            return quantization.predict(self.flatbuffer, inputs)
+        return np.asarray(self.keras_model.predict(inputs, verbose=0))
 
 
 def servable(model_dir: Path) -> bool:
