@@ -20,6 +20,7 @@ import pandas as pd
 from search import pareto
 
 if TYPE_CHECKING:
+    from search.remeasure import Remeasured
     from search.tracking import StudyRuns
 
 
@@ -100,8 +101,14 @@ def record(
     objectives: Mapping[str, str],
     model_registry_name: str,
     started_at: float,
+    remeasured: Remeasured | None = None,
 ) -> dict[str, str]:
     """Write the front to MLflow: trial tags, parent artifacts and metrics, front models.
+
+    With `remeasured` (the front measured again alone, `search.remeasure`), each front trial
+    also gets its figures measured alone (`<metric>_alone`) and the tags `on_front_alone` and
+    `knee_alone`; the study run gets `front_alone.csv` and `front_alone_hypervolume`; and the
+    registry aliases follow the figures measured alone.
 
     Returns the registered model URI (`models:/name/version`) of each front trial, by trial name.
     """
@@ -131,6 +138,8 @@ def record(
                 for step, (elapsed, value) in enumerate(front.curve, start=1)
             ],
         )
+    if remeasured is not None:
+        _record_remeasured(front, remeasured, runs, parent_run_id)
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         front.points.to_csv(directory / "pareto.csv", index=False)
@@ -141,7 +150,29 @@ def record(
         for name in ("pareto.csv", "pareto.png", "hypervolume.png"):
             if (directory / name).exists():
                 runs.client.log_artifact(parent_run_id, str(directory / name))
-    return _register_front_models(front, runs, model_registry_name, parent_run_id, objectives)
+    return _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, remeasured)
+
+
+def _record_remeasured(front: Front, remeasured: Remeasured, runs: StudyRuns, parent_run_id: str) -> None:
+    alone = remeasured.front.table.set_index("trial")
+    for _, row in front.points.iterrows():
+        if not row.get("run_id"):
+            continue
+        values = remeasured.measured.get(row["trial"], {})
+        if values:  # at the trial's last epoch, beside the figures they stand for
+            step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
+            runs.log_metrics(row["run_id"], {f"{metric}_alone": value for metric, value in values.items()}, step=step)
+        runs.client.set_tag(row["run_id"], "on_front_alone", str(bool(alone.loc[row["trial"], "on_front"])).lower())
+        runs.client.set_tag(row["run_id"], "knee_alone", str(bool(alone.loc[row["trial"], "knee"])).lower())
+    runs.log_metrics(
+        parent_run_id,
+        {
+            "front_alone_hypervolume": remeasured.front.hypervolume,
+            "front_alone_size": float(len(remeasured.front.points)),
+            "remeasure_s": remeasured.seconds,
+        },
+    )
+    runs.client.log_text(parent_run_id, remeasured.changes(front).to_csv(index=False), "front_alone.csv")
 
 
 def _register_front_models(
@@ -150,6 +181,7 @@ def _register_front_models(
     name: str,
     parent_run_id: str,
     objectives: Mapping[str, str],
+    remeasured: Remeasured | None = None,
 ) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
@@ -186,11 +218,20 @@ def _register_front_models(
                 "trial": row["trial"],
                 "knee": str(bool(row["knee"])).lower(),
                 **{metric: f"{row[metric]:.6g}" for metric in objectives},
+                **{
+                    f"{metric}_alone": f"{value:.6g}"
+                    for metric, value in (remeasured.measured.get(row["trial"], {}) if remeasured else {}).items()
+                    if metric in objectives
+                },
             },
         )
         runs.client.set_tag(row["run_id"], "registered_model", f"models:/{name}/{version.version}")
         uris[row["trial"]] = f"models:/{name}/{version.version}"
-    for alias, trial in aliases(pd.DataFrame(saved), objectives).items():
+    ranked = pd.DataFrame(saved)
+    if remeasured is not None:  # the aliases follow the figures measured alone
+        trials = set(ranked["trial"])
+        ranked = remeasured.front.table[remeasured.front.table["trial"].isin(trials)]
+    for alias, trial in aliases(ranked, objectives).items():
         runs.client.set_registered_model_alias(name, alias, uris[trial].rsplit("/", 1)[1])
     return uris
 

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="carry on the latest interrupted study of this space (same options as the first run)",
     )
+    parser.add_argument(
+        "--no-remeasure",
+        dest="remeasure",
+        action="store_false",
+        help="skip measuring the front's speed again alone once the trials end",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Ray Tune's full status table")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     return parser
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             verbose=options.verbose,
             resume=options.resume,
             address=options.address,
+            remeasure_front=options.remeasure,
         )
     except SpaceError as error:  # e.g. --resume with nothing to resume
         print(f"error: {error}", file=sys.stderr)
@@ -266,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(table, rows=10))
     print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
     print(describe(result.front, space.objectives, list(space.params), result.model_uris))
+    if result.remeasured is not None:
+        print("\nThe front measured again alone, one configuration at a time (* = knee on those figures;"
+              " the registry's aliases follow them):")
+        print(result.remeasured.describe(result.front))
     print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
     print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
     if result.optuna_journal:

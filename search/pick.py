@@ -48,7 +48,7 @@ def _direction(client: object, experiment_id: str, metric: str, explicit: str | 
     )
     if studies:
         objectives = ast.literal_eval(studies[0].data.params.get("objectives", "{}"))
-        return objectives.get(metric, "min")
+        return objectives.get(metric.removesuffix("_alone"), "min")  # `<objective>_alone`: measured again
     return "min"
 
 

@@ -158,6 +158,8 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
                 "pareto_rank": float(tags["pareto_rank"]) if tags.get("pareto_rank") else float("nan"),
                 "on_front": tags.get("on_front") == "true",
                 "knee": tags.get("knee") == "true",
+                # measured again alone at the study's end (`search.remeasure`); None if it was not
+                "on_front_alone": tags["on_front_alone"] == "true" if "on_front_alone" in tags else None,
                 "model_uri": tags.get("registered_model"),
                 "error": tags.get("error"),
                 "run_id": run.info.run_id,

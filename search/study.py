@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from search.front import Front
+    from search.remeasure import Remeasured
 
 # Quiet defaults for the driver and every Ray worker (a user's own setting wins). Which Keras
 # `tf.keras` is stays the trainable's choice: the Keras kit asks for Keras 2 itself
@@ -87,6 +88,7 @@ class StudyResult:
     stopped_at_rung: dict[int, int]  # trials stopped early, by the epoch of the rung
     started_at: float = 0.0  # when the trials began (epoch seconds; the time budget counts from it)
     optuna_journal: str | None = None  # the searcher's record (`optuna-dashboard PATH` opens it)
+    remeasured: Remeasured | None = None  # the front measured again alone (`search.remeasure`)
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -125,11 +127,13 @@ def _run_trial(
     from ray import tune
 
     from search import devices
+    from search import remeasure
 
     sys.unraisablehook = _unraisable_but_shutdown
     trial_id = tune.get_context().get_trial_id()
     checkpoint_dir = _claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
     directories = {"model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir), "cache_dir": cache_dir}
+    remeasure.save_config(directories["model_dir"], config)  # the front is measured again from it
     if workers > 1:
         devices.run_workers(
             trainable,
@@ -367,6 +371,7 @@ def run_study(
     resume: bool = False,
     first_configs: list[dict[str, Any]] | None = None,
     address: str | None = None,
+    remeasure_front: bool = True,
 ) -> StudyResult:
     """Run the study `space` describes and record it in MLflow.
 
@@ -389,6 +394,10 @@ def run_study(
         address: an existing Ray cluster to run on ("HOST:PORT", or "auto"); by default a
             local Ray instance is started. On a cluster, `results_dir` and the MLflow store
             must be reachable from every node (checked before the first trial).
+        remeasure_front: once the trials have ended, measure the front's configurations again,
+            one at a time, alone on the node, and rank them again on those figures
+            (`search.remeasure`; only when the trainable can and an objective is among what it
+            measures again).
 
     Raises:
         StudyInterrupted: on Ctrl-C or SIGTERM, after marking the cut-off trials KILLED.
@@ -404,6 +413,7 @@ def run_study(
     from ray.tune.search import ConcurrencyLimiter
 
     from search import front as front_module
+    from search import remeasure
     from search.progress import ProgressLines
     from search.schedulers import make_scheduler
     from search.searchers import journal
@@ -530,6 +540,10 @@ def run_study(
             reference_point=space.reference_point,
             started_at=started_at,
         )
+        remeasured = None
+        if remeasure_front:
+            remeasured = remeasure.front_alone(front, space, cache_dir=cache_dir, should_stop=ending.stop_requested)
+        ending.check()
         model_uris = front_module.record(
             front,
             runs,
@@ -537,6 +551,7 @@ def run_study(
             objectives=space.objectives,
             model_registry_name=experiment,
             started_at=started_at,
+            remeasured=remeasured,
         )
         front_module.discard_models(models_dir)
         shutil.rmtree(checkpoints_dir, ignore_errors=True)
@@ -555,6 +570,7 @@ def run_study(
         stopped_at_rung,
         started_at,
         optuna_journal=str(results_dir / OPTUNA_JOURNAL) if searcher is not None else None,
+        remeasured=remeasured,
     )
 
 
@@ -667,6 +683,9 @@ class _StudyEnding:
     def check(self) -> None:
         if self.requested is not None:
             raise KeyboardInterrupt
+
+    def stop_requested(self) -> bool:
+        return self.requested is not None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
         import signal

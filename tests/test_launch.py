@@ -147,12 +147,21 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
         files = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / run.info.run_id)))
         assert (files / "artifacts" / "model.tflite").stat().st_size > 0
         assert keras.models.load_model(files / "artifacts" / "model.keras").output_shape == (None, 10)
-    # Aliases name the knee and the front's best by each objective.
+    # The front's speed was measured again, alone: each front trial has its figure measured
+    # alone beside the study's, and the study run the front recomputed on those figures.
+    assert "The front measured again alone" in done.stdout
+    for run in front:
+        assert run.data.metrics["epoch_time_s_alone"] > 0
+        assert run.data.tags["on_front_alone"] in {"true", "false"}
+    assert "front_alone.csv" in artifacts and "front_alone_hypervolume" in parent.data.metrics
+    # Aliases name the knee and the front's best by each objective, on the figures measured alone.
     registry = mlflow.MlflowClient()
     best = max(front, key=lambda r: r.data.metrics["val_accuracy"])
     assert registry.get_model_version_by_alias("smoke", "best-val_accuracy").run_id == best.info.run_id
-    [knee] = [r for r in front if r.data.tags.get("knee") == "true"]
+    [knee] = [r for r in front if r.data.tags.get("knee_alone") == "true"]
     assert registry.get_model_version_by_alias("smoke", "knee").run_id == knee.info.run_id
+    fastest_alone = min(front, key=lambda r: r.data.metrics["epoch_time_s_alone"])
+    assert registry.get_model_version_by_alias("smoke", "best-epoch_time_s").run_id == fastest_alone.info.run_id
     assert mlflow.pyfunc.load_model("models:/smoke@knee").predict(np.zeros((1, 28, 28, 1), np.float32)).shape == (1, 10)
 
     # `search.pick` finds the fastest front model above an accuracy bound.

@@ -16,6 +16,12 @@ Optional declarations, read by the launcher before any trial starts (`search.spa
 `train.check_config(config)` (raises `ValueError` on a config it would refuse) and
 `train.shown_metrics` (columns of the study's summary table besides objectives and parameters).
 
+Optional, for speed figures free of contention: `train.remeasure(config, context) -> metrics`
+measures a configuration the study trained again (its speed, not its accuracy), and
+`train.remeasured_metrics` names what it returns. Once the trials have ended the study calls it
+for each front configuration, one at a time on an idle node, with `context.model_dir` (the
+trial's saved model) and `context.cache_dir`; it reports nothing and writes nothing.
+
 This module imports neither TensorFlow, Ray nor MLflow: the search side reads it too.
 """
 

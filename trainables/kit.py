@@ -112,6 +112,9 @@ FINAL_METRICS = (
     "tflite_ms",
 )
 METRICS = (*EPOCH_METRICS, *FINAL_METRICS, *PLACEMENT_METRICS, "warmup_s", "resumed_from_epoch", "teacher_val_accuracy", "teacher_train_s")
+# What `KerasTrainable.remeasure` measures again, and how many training steps it times.
+REMEASURED_METRICS = ("epoch_time_s", "epoch_cpu_s", "epoch_time_cv", "examples_per_s", "inference_ms", "tflite_ms")
+REMEASURE_STEPS = 30
 # The study's summary table shows these besides the objectives and parameters.
 SHOWN_METRICS = ("train_time_s", "inference_ms", "model_bytes_gzip", "tflite_bytes", "params")
 
@@ -160,6 +163,7 @@ class KerasTrainable:
         self.defaults = {**DEFAULTS, **task.defaults}
         self.metrics = METRICS
         self.shown_metrics = SHOWN_METRICS
+        self.remeasured_metrics = REMEASURED_METRICS
         self.__name__ = self.__qualname__ = f"{type(task).__name__}.train"
         self.__module__ = type(task).__module__
 
@@ -172,10 +176,51 @@ class KerasTrainable:
 
         Without a context it prints one line per epoch and writes nothing.
         """
+        context = context or TrialContext(report=_print_epoch)
+        config, placement, notes = self._set_up(config)
+        try:
+            return _Trial(self.task, config, placement, notes, context).run()
+        finally:
+            _reset_policy()  # the process may train again
+
+    def remeasure(self, config: Mapping[str, Any], context: TrialContext | None = None, *, steps: int = REMEASURE_STEPS) -> dict[str, float]:
+        """The speed of a configuration a study trained, measured again (see the contract).
+
+        Builds the configuration as its trial did (compression and teacher included) and times
+        up to `steps` training steps after one warm-up step: `epoch_time_s`, `epoch_cpu_s`,
+        `epoch_time_cv` and `examples_per_s`, as an epoch's report computes them (median step
+        time times the epoch's steps). Batch-1 latency: `tflite_ms` of the deployed model the
+        trial saved in `context.model_dir` (`model.tflite`), and `inference_ms` of the rebuilt
+        Keras model with pruning stripped (dense kernels take the same time whatever their
+        weights). Nothing is reported or written.
+        """
+        from trainables import metrics
+        from trainables import pruning
+        from trainables import quantization
+
+        context = context or TrialContext()
+        config, placement, notes = self._set_up(config)
+        try:
+            trial = _Trial(self.task, config, placement, notes, context)
+            measured = trial.time_steps(steps)
+            model = trial.model
+            if config["quantization"] == "qat":  # its fake-quant wrappers are not what deploys
+                model = trial.task.build_model(config, trial.split.x_train.shape[1:], trial.split.num_classes)
+            measured["inference_ms"] = metrics.inference_ms(pruning.strip_pruning(model), trial.split.x_val[0])
+            saved = os.path.join(context.model_dir, "model.tflite") if context.model_dir else None
+            if saved and os.path.exists(saved):
+                with open(saved, "rb") as file:
+                    measured["tflite_ms"] = quantization.latency_ms(file.read(), trial.split.x_val[0])
+            return measured
+        finally:
+            _reset_policy()
+
+    def _set_up(self, config: Mapping[str, Any]) -> tuple[dict[str, Any], Placement, list[str]]:
+        """The checked config, where it trains, and notes on settings that cannot apply there;
+        a fresh Keras session seeded from the config, in the precision it asks for."""
         from trainables import distribute
         from trainables._keras import keras
 
-        context = context or TrialContext(report=_print_epoch)
         config = self.check_config(config)
         placement = distribute.place()  # first: multi-worker and TPU strategies need a fresh runtime
         notes: list[str] = []
@@ -191,10 +236,7 @@ class KerasTrainable:
         # TPUs compute in bfloat16, GPUs in float16; the output layer stays float32 (see models.py).
         policy = "mixed_bfloat16" if placement.devices == "TPU" else "mixed_float16"
         keras.mixed_precision.set_global_policy(policy if mixed else "float32")
-        try:
-            return _Trial(self.task, config, placement, notes, context).run()
-        finally:
-            keras.mixed_precision.set_global_policy("float32")  # the process may train again
+        return config, placement, notes
 
     def __reduce__(self) -> tuple:  # pickled by its task (Ray ships trainables to workers)
         return (KerasTrainable, (self.task,))
@@ -232,6 +274,12 @@ def resolve_config(task: KerasTask, config: Mapping[str, Any]) -> dict[str, Any]
             raise ValueError(f"`{name}` must be one of {options}, but got {name}={merged[name]!r}.")
     task.check(merged)
     return merged
+
+
+def _reset_policy() -> None:
+    from trainables._keras import keras
+
+    keras.mixed_precision.set_global_policy("float32")
 
 
 def _print_epoch(metrics: Mapping[str, Any]) -> None:
@@ -325,6 +373,26 @@ class _Trial:
             if scratch is not None:
                 scratch.cleanup()
         return reporter.history[-1] if reporter.history else {}
+
+    def time_steps(self, steps: int) -> dict[str, float]:
+        """Build the model as `run` does (kept in `model`) and time `steps` training steps of its
+        last epoch after one warm-up step; the speed of an epoch (`StepTimer.speed`)."""
+        from trainables import metrics
+        from trainables import pruning
+        from trainables._keras import keras
+
+        teacher_weights = self._teacher()
+        with self.placement.strategy.scope():
+            self.model, trained, callbacks = self._build(teacher_weights)
+        # Time the trial's last epoch, the one its report's figures come from: step counters
+        # (e.g. pruning's schedule, which changes what a step does) start where it started.
+        last_epoch = (self.epochs - 1) * self.steps_per_epoch
+        trained.optimizer.iterations.assign(last_epoch)
+        pruning.set_pruning_step(self.model, last_epoch)
+        timer = metrics.StepTimer()
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]  # no validation here
+        trained.fit(self.train_ds.repeat(), epochs=1, steps_per_epoch=steps + 1, callbacks=[*callbacks, timer], verbose=0)
+        return timer.speed(skip=1, steps=self.steps_per_epoch, examples=len(self.split.x_train))
 
     def _teacher(self) -> list | None:
         from trainables import distill

@@ -26,7 +26,38 @@ from trainables.contract import Report
 if TYPE_CHECKING:
     import tf_keras
 
-class EpochReporter(keras.callbacks.Callback):
+class StepTimer(keras.callbacks.Callback):
+    """Wall and process CPU time of each training step of the current epoch (`walls`, `cpus`)."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+        self._marks = [(self._epoch_start, time.process_time())]  # (wall, CPU) at each step's end
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._marks.append((time.perf_counter(), time.process_time()))
+
+    @property
+    def walls(self) -> np.ndarray:
+        return np.diff([mark[0] for mark in self._marks])
+
+    @property
+    def cpus(self) -> np.ndarray:
+        return np.diff([mark[1] for mark in self._marks])
+
+    def speed(self, *, skip: int, steps: int, examples: int) -> dict[str, float]:
+        """An epoch of `steps` steps and `examples` examples, timed by this epoch's steps after
+        the first `skip` (`steady_state`): `epoch_time_s`, `epoch_time_cv`, `epoch_cpu_s` and
+        `examples_per_s`."""
+        seconds, spread = steady_state(self.walls, skip=skip, steps=steps)
+        return {
+            "epoch_time_s": seconds,
+            "epoch_time_cv": spread,
+            "epoch_cpu_s": steady_state(self.cpus, skip=skip, steps=steps)[0],
+            "examples_per_s": examples / seconds if seconds > 0 else float("nan"),
+        }
+
+
+class EpochReporter(StepTimer):
     """Time each epoch's training phase and hand the epoch's metrics to `report`.
 
     `epoch_time_s` is steady-state training time, robust to pauses: the median of the epoch's
@@ -71,12 +102,11 @@ class EpochReporter(keras.callbacks.Callback):
         self.history: list[dict[str, Any]] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch_start = time.perf_counter()
-        self._marks = [(self._epoch_start, time.process_time())]  # (wall, CPU) at each step's end
+        super().on_epoch_begin(epoch, logs)
         self._train_end: float | None = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._marks.append((time.perf_counter(), time.process_time()))
+        super().on_train_batch_end(batch, logs)
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise FloatingPointError(
@@ -102,21 +132,17 @@ class EpochReporter(keras.callbacks.Callback):
             metrics.update(self.known_metrics)
         if first and self.resumed_from_epoch and not self._resume_reported:
             metrics[RESUMED_FROM_EPOCH] = self.resumed_from_epoch
-        walls = np.diff([mark[0] for mark in self._marks])
-        cpus = np.diff([mark[1] for mark in self._marks])
+        walls = self.walls
         warm_up = first and len(walls) > 1
-        steady, spread = steady_state(walls, skip=1 if warm_up else 0)
+        speed = self.speed(skip=1 if warm_up else 0, steps=len(walls), examples=self.examples_per_epoch)
         if warm_up:
-            metrics["warmup_s"] = max(0.0, float(walls[0]) - steady / len(walls))
+            metrics["warmup_s"] = max(0.0, float(walls[0]) - speed["epoch_time_s"] / len(walls))
         self.train_time_s += wall
         metrics.update(
             {name: float(value) for name, value in (logs or {}).items()},
-            epoch_time_s=steady,
-            epoch_time_cv=spread,
-            epoch_cpu_s=steady_state(cpus, skip=1 if warm_up else 0)[0],
+            **speed,
             epoch_wall_s=wall,
             train_time_s=self.train_time_s,
-            examples_per_s=self.examples_per_epoch / steady if steady > 0 else float("nan"),
         )
         if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
             metrics.update(self.final_metrics(), **{COMPLETE: True})
@@ -134,12 +160,13 @@ class EpochReporter(keras.callbacks.Callback):
             self._resume_reported = True
 
 
-def steady_state(step_seconds: Any, *, skip: int = 0) -> tuple[float, float]:
+def steady_state(step_seconds: Any, *, skip: int = 0, steps: int | None = None) -> tuple[float, float]:
     """`(epoch seconds, spread)` of an epoch whose steps took `step_seconds` (wall or CPU).
 
     The epoch's seconds are the median step time, over the steps after the first `skip` (the
-    warm-up), times the number of all steps: a pause in a few steps (a neighbour's burst, garbage
-    collection) leaves it unmoved, where the epoch's wall time takes all of it. The spread is the
+    warm-up), times the epoch's `steps` (by default, every step timed): a pause in a few steps
+    (a neighbour's burst, garbage collection) leaves it unmoved, where the epoch's wall time
+    takes all of it. The spread is the
     coefficient of variation of those step times (0 with fewer than two). An epoch without steps
     is 0 seconds.
     """
@@ -149,7 +176,7 @@ def steady_state(step_seconds: Any, *, skip: int = 0) -> tuple[float, float]:
     kept = times[skip:] if times.size > skip else times
     mean = float(kept.mean())
     spread = float(kept.std(ddof=1) / mean) if kept.size > 1 and mean > 0 else 0.0
-    return float(np.median(kept)) * times.size, spread
+    return float(np.median(kept)) * (times.size if steps is None else steps), spread
 
 
 class EpochCheckpoint:

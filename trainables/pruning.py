@@ -62,6 +62,16 @@ def pruning_callbacks() -> list:
     return [tfmot.sparsity.keras.UpdatePruningStep()]
 
 
+def set_pruning_step(model: tf_keras.Model, step: int) -> None:
+    """Put every pruning wrapper of `model` at training step `step` of its schedule (a no-op for
+    a model that is not pruned): what a step does depends on it (masks are updated during the
+    ramp, not after it)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    for layer in pruning_wrapper.collect_prunable_layers(model):
+        layer.pruning_step.assign(step)
+
+
 def strip_pruning(model: tf_keras.Model) -> tf_keras.Model:
     """Remove pruning wrappers (a no-op for a model that was never pruned)."""
     import tensorflow_model_optimization as tfmot

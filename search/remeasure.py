@@ -1,0 +1,200 @@
+"""The front measured again alone: speed figures free of whatever ran beside each trial.
+
+During a study trials share the node, so a trial's speed depends on its neighbours and on the
+machine's moment (BENCHMARKS.md, "Speed you can trust"). Once the trials have ended, each front
+configuration is timed again, one at a time, on the now idle node, with the resources its trial
+had (and pinned to free cores, like its trial). The front is then recomputed among them on those
+figures; the study's own front (every full-budget trial, measured under one condition) stays as
+it was, and both are recorded and shown.
+
+A trainable opts in by offering `train.remeasure(config, context) -> metrics` and naming what it
+returns in `train.remeasured_metrics` (see `trainables.contract`); the phase runs when one of
+those is an objective. `context.model_dir` is the trial's saved model, `context.cache_dir` the
+study's cache (a distillation teacher). Multi-worker trials are not re-measured (a single process
+would time a different thing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.front import Front
+from search.front import analyse
+from search.space import SearchSpace
+from trainables.contract import TrialContext
+from trainables.contract import never
+
+CONFIG_SUFFIX = ".config.json"  # beside each trial's model directory: the config it trained
+TIMEOUT_S = 600.0  # per configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class Remeasured:
+    """The front measured alone."""
+
+    front: Front  # the study's front points, re-measured objectives replaced, ranked again
+    metrics: list[str]  # the objectives measured again
+    measured: dict[str, dict[str, float]]  # everything measured alone, by trial name
+    notes: list[str]  # trials that could not be measured again, and why
+    seconds: float
+
+    def changes(self, study: Front) -> pd.DataFrame:
+        """One row per front trial: each re-measured objective in the study and alone, the
+        relative change, and whether the trial stays on the front and is its knee."""
+        rows = []
+        alone = self.front.table.set_index("trial")
+        for _, point in study.points.iterrows():
+            trial = point["trial"]
+            row: dict[str, Any] = {"trial": trial}
+            for metric in self.metrics:
+                before = float(point[metric])
+                after = self.measured.get(trial, {}).get(metric, np.nan)
+                row[f"{metric} (study)"] = before
+                row[f"{metric} (alone)"] = after
+                row[f"{metric} change"] = after / before - 1 if before else np.nan
+            row["on front alone"] = bool(alone.loc[trial, "on_front"])
+            row["knee alone"] = bool(alone.loc[trial, "knee"])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def describe(self, study: Front) -> str:
+        """The comparison as aligned text, with one line saying how far contention moved it."""
+        from search.study import format_table
+
+        changes = self.changes(study)
+        shown = changes.copy()
+        for metric in self.metrics:
+            shown[f"{metric} change"] = [f"{value:+.0%}" if np.isfinite(value) else "-" for value in changes[f"{metric} change"]]
+        shown["on front alone"] = np.where(changes["on front alone"], "yes", "no")
+        shown["knee alone"] = np.where(changes["knee alone"], "*", "")
+        lines = [format_table(shown, hide=())]
+        for metric in self.metrics:
+            moved = changes[f"{metric} change"].dropna()
+            if not moved.empty:
+                lines.append(f"{metric} alone differs from the study's figure by {moved.min():+.0%} to {moved.max():+.0%}.")
+        dropped = int((~changes["on front alone"]).sum())
+        lines.append(
+            f"{len(changes) - dropped} of {len(changes)} front trials stay non-dominated on the figures measured alone"
+            f" ({self.seconds:.0f} s to measure)."
+        )
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def save_config(model_dir: str | Path, config: Mapping[str, Any]) -> None:
+    """Keep the config a trial trains beside its model directory, for `front_alone`; a config
+    JSON cannot hold is not kept (its trial is then not re-measured)."""
+    try:
+        text = json.dumps(dict(config))
+    except (TypeError, ValueError):
+        return
+    path = Path(str(model_dir) + CONFIG_SUFFIX)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def wanted(space: SearchSpace) -> list[str]:
+    """The objectives the space's trainable can measure again (none: the phase does not run)."""
+    offered = getattr(space.trainable, "remeasured_metrics", ())
+    if not callable(getattr(space.trainable, "remeasure", None)) or space.workers_per_trial > 1:
+        return []
+    return [metric for metric in space.objectives if metric in offered]
+
+
+def front_alone(
+    front: Front,
+    space: SearchSpace,
+    *,
+    cache_dir: Path,
+    progress: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] = never,
+) -> Remeasured | None:
+    """Measure the front's configurations again, one at a time, and rank them on those figures.
+
+    Returns None when there is nothing to re-measure (no front, or no objective the trainable
+    measures again). A configuration whose re-measurement fails keeps its study figures and is
+    named in `notes`; once `should_stop()` is true (Ctrl-C), the rest are not measured.
+    """
+    metrics = wanted(space)
+    points = front.points
+    if not metrics or points.empty:
+        return None
+    started = time.time()
+    progress(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)}).")
+    measured, notes = _measure(points, space, cache_dir, should_stop)
+    return rank_alone(front, space.objectives, metrics, measured, notes=notes, seconds=time.time() - started)
+
+
+def rank_alone(
+    front: Front,
+    objectives: Mapping[str, str],
+    metrics: list[str],
+    measured: dict[str, dict[str, float]],
+    *,
+    notes: list[str] | None = None,
+    seconds: float = 0.0,
+) -> Remeasured:
+    """The front's points with `metrics` replaced by what was `measured` alone (by trial; a
+    trial missing there keeps its study figures), ranked again against the study's reference
+    point."""
+    table = front.points.copy()
+    for trial, values in measured.items():
+        for metric in metrics:
+            if metric in values:
+                table.loc[table["trial"] == trial, metric] = float(values[metric])
+    again = analyse(table, objectives, reference_point=front.reference_point)
+    return Remeasured(again, list(metrics), measured, list(notes or []), seconds)
+
+
+def _measure(
+    points: pd.DataFrame, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool]
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Each point's configuration measured by a Ray task with its trial's resources, in turn."""
+    import ray
+
+    task = ray.remote(_measure_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
+    measured: dict[str, dict[str, float]] = {}
+    notes: list[str] = []
+    for _, row in points.iterrows():
+        if should_stop():
+            break
+        config_file = Path(str(row["model_dir"]) + CONFIG_SUFFIX)
+        if not config_file.exists():
+            notes.append(f"{row['trial']}: not measured again (its config was not kept).")
+            continue
+        config = json.loads(config_file.read_text())
+        reference = task.remote(
+            space.trainable, config, space.cpus_per_trial, space.gpu_memory_mb, str(row["model_dir"]), str(cache_dir)
+        )
+        try:
+            measured[row["trial"]] = ray.get(reference, timeout=TIMEOUT_S)
+        except Exception as error:  # noqa: BLE001 - any failure leaves the study's figures standing
+            ray.cancel(reference, force=True)
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+            notes.append(f"{row['trial']}: not measured again ({type(error).__name__}: {reason}).")
+    return measured, notes
+
+
+def _measure_alone(
+    trainable: Any, config: dict[str, Any], cpus: float, gpu_memory_mb: int | None, model_dir: str, cache_dir: str
+) -> dict[str, float]:
+    """The Ray task: one configuration's figures, in a process set up and pinned like a trial's."""
+    from search import devices
+
+    devices.prepare_process(cpus, gpu_memory_mb)
+    pinned = devices.pin_to_free_cores(cpus)
+    try:
+        measured = trainable.remeasure(config, TrialContext(model_dir=model_dir, cache_dir=cache_dir))
+    finally:
+        if pinned is not None:
+            pinned.release()
+    return {key: float(value) for key, value in measured.items() if isinstance(value, (int, float))}

@@ -1,0 +1,106 @@
+"""The front measured again alone: the ranking on the new figures, and what the kit measures."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from search import front as front_module
+from search.remeasure import rank_alone
+
+OBJECTIVES = {"val_accuracy": "max", "epoch_time_s": "min"}
+
+
+def _study_front() -> front_module.Front:
+    table = pd.DataFrame(
+        {
+            "trial": ["trial-001", "trial-002", "trial-003", "trial-004"],
+            "status": ["finished"] * 4,
+            "val_accuracy": [0.90, 0.80, 0.70, 0.60],
+            "epoch_time_s": [1.0, 0.5, 0.3, 0.8],  # trial-004 is dominated in the study
+            "ended_at": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    return front_module.analyse(table, OBJECTIVES)
+
+
+def test_a_front_trial_slower_alone_leaves_the_front_and_the_aliases_follow():
+    study = _study_front()
+    assert list(study.points["trial"].sort_values()) == ["trial-001", "trial-002", "trial-003"]
+    # trial-002 was fast only in the study's conditions: alone it is slower than trial-001,
+    # which is also more accurate; trial-003 could not be measured again.
+    again = rank_alone(
+        study,
+        OBJECTIVES,
+        ["epoch_time_s"],
+        {"trial-001": {"epoch_time_s": 0.9, "epoch_cpu_s": 0.9}, "trial-002": {"epoch_time_s": 1.1}},
+        notes=["trial-003: not measured again (its config was not kept)."],
+        seconds=12.0,
+    )
+    alone = again.front.table.set_index("trial")
+    assert alone.loc["trial-002", "on_front"] == False  # noqa: E712 (numpy bool)
+    assert alone.loc["trial-001", "on_front"] and alone.loc["trial-003", "on_front"]
+    assert alone.loc["trial-003", "epoch_time_s"] == 0.3  # kept its study figure
+    assert set(again.front.table["trial"]) == {"trial-001", "trial-002", "trial-003"}  # only the front
+
+    changes = again.changes(study).set_index("trial")
+    assert math.isclose(changes.loc["trial-002", "epoch_time_s change"], 1.1 / 0.5 - 1)
+    assert math.isclose(changes.loc["trial-001", "epoch_time_s (alone)"], 0.9)
+    assert np.isnan(changes.loc["trial-003", "epoch_time_s (alone)"])
+    text = again.describe(study)
+    assert "+120%" in text and "2 of 3 front trials stay non-dominated" in text
+    assert "trial-003: not measured again" in text
+
+    # The registry's aliases are chosen on the figures measured alone.
+    named = front_module.aliases(again.front.table, OBJECTIVES)
+    assert named["best-epoch_time_s"] == "trial-003" and named["best-val_accuracy"] == "trial-001"
+    assert named["knee"] in {"trial-001", "trial-003"}
+
+
+def test_the_kit_measures_a_trained_configuration_again_without_writing_or_reporting(tmp_path, tiny_config):
+    from trainables.contract import TrialContext
+    from trainables.mnist import train
+
+    config = {**tiny_config, "epochs": 2, "final_sparsity": 0.5, "quantization": "dynamic"}
+    reports = []
+    final = train(config, TrialContext(report=reports.append, model_dir=str(tmp_path)))
+    files = sorted(os.listdir(tmp_path))
+    count = len(reports)
+
+    measured = train.remeasure(config, TrialContext(report=reports.append, model_dir=str(tmp_path)), steps=10)
+    assert set(measured) == set(train.remeasured_metrics)
+    assert all(math.isfinite(value) and value > 0 for value in measured.values())
+    assert measured["examples_per_s"] * measured["epoch_time_s"] == _approx(final["examples_per_s"] * final["epoch_time_s"])
+    assert sorted(os.listdir(tmp_path)) == files and len(reports) == count  # nothing written or reported
+
+
+def _approx(value: float):
+    import pytest
+
+    return pytest.approx(value, rel=1e-6)
+
+
+def test_pruning_step_puts_a_model_in_its_last_epoch_of_the_schedule():
+    """The re-measurement times the trial's last epoch, whose steps no longer update the pruning
+    masks (a step during the ramp does more work)."""
+    from trainables import pruning
+    from trainables._keras import keras
+    from trainables.models import build_model
+
+    steps, epochs = 10, 3
+    x = np.random.default_rng(0).random((256, 28, 28, 1), dtype=np.float32)
+    y = np.arange(256) % 10
+
+    def sparsity_after_four_steps(at: int | None) -> float:
+        model = pruning.apply_pruning(build_model("mlp", width=32), final_sparsity=0.5, steps_per_epoch=steps, epochs=epochs)
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if at is not None:
+            pruning.set_pruning_step(model, at)
+        model.fit(x, y, batch_size=64, epochs=1, callbacks=pruning.pruning_callbacks(), verbose=0)
+        return pruning.kernel_sparsity(pruning.strip_pruning(model))
+
+    assert sparsity_after_four_steps(None) > 0.05  # the ramp's first steps update the masks
+    assert sparsity_after_four_steps((epochs - 1) * steps) == 0.0  # the last epoch's do not
