@@ -13,6 +13,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -130,34 +131,62 @@ def prepare_process(cpus: float, gpu_memory_mb: int | None) -> None:
         pass  # a reused worker whose GPUs were configured (the same way) by an earlier trial
 
 
+# Modules a study's workers import as they start, before their first trial (comma-separated;
+# set by the study from `train.worker_imports`, see `trainables.contract`).
+WORKER_IMPORTS = "TF_CONFIG_SEARCH_WORKER_IMPORTS"
+
+
 def quiet_worker() -> None:
-    """Ray worker set-up (every worker process of a study): no chatter on the study's terminal.
+    """Ray worker set-up (every worker process of a study): no chatter on the study's terminal,
+    and the trainable's heavy imports done before its first trial.
 
     TensorFlow's C++ code writes CUDA probing and absl pre-init warnings straight to file
     descriptor 2 on import, whatever `TF_CPP_MIN_LOG_LEVEL` says, and Ray forwards every
-    worker's stderr to the terminal: TensorFlow is imported here once with fd 2 swallowed (and
-    shown if the import fails), so later imports by Ray Train or a trainable are silent. Ray
-    Train's helper actors warn about their own bookkeeping (e.g. cleaning up after a trial
+    worker's stderr to the terminal: whenever this process first imports TensorFlow, fd 2 is
+    swallowed for the import (and shown if it fails). A trainable that declares
+    `worker_imports` (the Keras kit: TensorFlow and Keras) has them imported here, while the
+    driver is still starting the study; a pure-Python trainable never pays for TensorFlow.
+    Ray Train's helper actors warn about their own bookkeeping (e.g. cleaning up after a trial
     stopped early): only its errors are shown.
     """
+    import importlib
     import logging
-    import tempfile
 
     logging.getLogger("ray.train").setLevel(logging.ERROR)
-
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport("tensorflow"))
+    for name in filter(None, os.environ.get(WORKER_IMPORTS, "").split(",")):
         try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            os.write(2, sink.read())
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            importlib.import_module(name)
+        except ImportError:
+            pass  # e.g. a space file's own module: it arrives with the trial
+
+
+class _QuietImport:
+    """A `sys.meta_path` finder that runs the first import of one top-level package with file
+    descriptor 2 swallowed (its output is shown if the import fails), then steps aside."""
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != self.package:  # first: every import in the process comes through here
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        from trainables.stderr import swallowed
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            with swallowed():
+                execute(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def _fraction_of_gpu_memory_mb(gpus: float) -> int | None:

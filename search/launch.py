@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
     if result.optuna_journal:
         print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
+    if table.empty and space.num_samples > 0:
+        print("error: no trial ran; see the messages above (e.g. Ray could not start the trial processes).", file=sys.stderr)
+        return EXIT_ALL_FAILED
     if not table.empty and (table["status"] == "failed").all():
         print("error: every trial failed; see the 'error' tag of each trial run.", file=sys.stderr)
         return EXIT_ALL_FAILED

@@ -24,14 +24,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from search.front import Front
-from search.front import analyse
-from search.space import SearchSpace
 from trainables.contract import TrialContext
 from trainables.contract import never
+
+if TYPE_CHECKING:  # a trial process imports this module (`save_config`): it stays light
+    import pandas as pd
+
+    from search.front import Front
+    from search.space import SearchSpace
 
 CONFIG_SUFFIX = ".config.json"  # beside each trial's model directory: the config it trained
 TIMEOUT_S = 600.0  # per configuration
@@ -50,6 +52,9 @@ class Remeasured:
     def changes(self, study: Front) -> pd.DataFrame:
         """One row per front trial: each re-measured objective in the study and alone, the
         relative change, and whether the trial stays on the front and is its knee."""
+        import numpy as np
+        import pandas as pd
+
         rows = []
         alone = self.front.table.set_index("trial")
         for _, point in study.points.iterrows():
@@ -68,6 +73,8 @@ class Remeasured:
 
     def describe(self, study: Front) -> str:
         """The comparison as aligned text, with one line saying how far contention moved it."""
+        import numpy as np
+
         from search.study import format_table
 
         changes = self.changes(study)
@@ -146,6 +153,8 @@ def rank_alone(
     """The front's points with `metrics` replaced by what was `measured` alone (by trial; a
     trial missing there keeps its study figures), ranked again against the study's reference
     point."""
+    from search.front import analyse
+
     table = front.points.copy()
     for trial, values in measured.items():
         for metric in metrics:

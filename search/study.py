@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import logging
@@ -437,16 +438,23 @@ def run_study(
     results_dir.mkdir(parents=True, exist_ok=True)
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
     _ship_space_file_code(space)
+    experiment = experiment or space.name
+    # Opening the MLflow store (creating a new one takes seconds) overlaps Ray's start.
+    opening = _in_background(StudyRuns, tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     if not ray.is_initialized():
         # A new local Ray gets a dashboard only for multi-worker trials: Ray Train's clean-up
         # after a trial stopped early asks Ray's state API. A cluster has its own settings.
         from search import cluster
+        from search import devices
 
         settings: dict[str, Any] = {
             "logging_level": logging.ERROR,
             "log_to_driver": True,
             "runtime_env": {
-                "env_vars": {k: os.environ[k] for k in QUIET_ENV if k in os.environ},
+                "env_vars": {
+                    **{k: os.environ[k] for k in QUIET_ENV if k in os.environ},
+                    devices.WORKER_IMPORTS: ",".join(getattr(space.trainable, "worker_imports", ())),
+                },
                 "worker_process_setup_hook": "search.devices.quiet_worker",
             },
         }
@@ -464,8 +472,7 @@ def run_study(
     note = check_resources(space)  # before any run or trial: a request no node holds is refused
     if note:
         print(note, flush=True)
-    experiment = experiment or space.name
-    runs = StudyRuns(tracking_uri, experiment, artifact_root=results_dir / "artifacts")
+    runs = opening.result()
     resumed = _find_interrupted_study(runs, space, results_dir) if resume else None
     study_name = resumed.study_name if resumed else f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     models_dir = results_dir / "models" / study_name
@@ -572,6 +579,15 @@ def run_study(
         optuna_journal=str(results_dir / OPTUNA_JOURNAL) if searcher is not None else None,
         remeasured=remeasured,
     )
+
+
+def _in_background(function: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
+    """`function(*args, **kwargs)` started in a thread; `.result()` waits for it (or raises its error)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(function, *args, **kwargs)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _tuner(

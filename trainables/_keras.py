@@ -8,33 +8,12 @@ file descriptor 2 by C++ code; it is swallowed during the import and shown only 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import tempfile
-from collections.abc import Iterator
+
+from trainables.stderr import swallowed as stderr_swallowed
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@contextlib.contextmanager
-def stderr_swallowed() -> Iterator[None]:
-    """Redirect fd 2 to a temporary file; replay it if the block raises."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 with stderr_swallowed():
@@ -43,4 +22,4 @@ with stderr_swallowed():
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["keras", "tf"]
+__all__ = ["keras", "stderr_swallowed", "tf"]

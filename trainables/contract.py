@@ -14,7 +14,9 @@ A trainable is any callable `train(config, context) -> metrics`:
 Optional declarations, read by the launcher before any trial starts (`search.space`):
 `train.metrics` (every name it may report, so a misspelt objective fails at once),
 `train.check_config(config)` (raises `ValueError` on a config it would refuse) and
-`train.shown_metrics` (columns of the study's summary table besides objectives and parameters).
+`train.shown_metrics` (columns of the study's summary table besides objectives and parameters),
+`train.worker_imports` (modules a study's worker processes import as they start, before their
+first trial, e.g. TensorFlow: the import then overlaps the study's own start).
 
 Optional, for speed figures free of contention: `train.remeasure(config, context) -> metrics`
 measures a configuration the study trained again (its speed, not its accuracy), and

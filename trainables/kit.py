@@ -164,6 +164,8 @@ class KerasTrainable:
         self.metrics = METRICS
         self.shown_metrics = SHOWN_METRICS
         self.remeasured_metrics = REMEASURED_METRICS
+        # A study's workers import TensorFlow, Keras and the task before their first trial.
+        self.worker_imports = ("trainables._keras", "trainables.kit", type(task).__module__)
         self.__name__ = self.__qualname__ = f"{type(task).__name__}.train"
         self.__module__ = type(task).__module__
 
