@@ -207,7 +207,7 @@ def _fraction_of_gpu_memory_mb(gpus: float) -> int | None:
 def run_workers(
     trainable: Callable[..., Any],
     config: dict[str, Any],
-    directories: dict[str, str],
+    context: dict[str, Any],
     *,
     workers: int,
     cpus: float,
@@ -220,8 +220,8 @@ def run_workers(
 
     The trial's `cpus` (less `DRIVER_CPUS`) and `gpus` are split evenly between the workers,
     so the trial reserves `cpus` in all. Every worker calls `trainable(config, context)` with the
-    same `TrialContext` as a single-process trial (`directories` and a `report` that is Ray
-    Train's); Ray Train passes rank 0's reports on to the Tune trial. `should_stop` stays false:
+    same `TrialContext` as a single-process trial (the fields in `context`, and a `report` that
+    is Ray Train's); Ray Train passes rank 0's reports on to the Tune trial. `should_stop` stays false:
     a trial stopped early ends its process, which ends the Train run. A worker that raises fails
     the Train run, and so the trial, with its error.
     """
@@ -246,7 +246,7 @@ def run_workers(
         from trainables.contract import TrialContext
 
         prepare_process(per_worker["CPU"], gpu_memory_mb)
-        trainable(worker_config, TrialContext(report=ray.train.report, **directories))
+        trainable(worker_config, TrialContext(report=ray.train.report, **context))
 
     trainer = TensorflowTrainer(
         train_loop_per_worker,

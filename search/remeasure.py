@@ -1,4 +1,10 @@
-"""The front measured again alone: speed figures free of whatever ran beside each trial.
+"""The front's own measurements, once the trials have ended: what its trials left out, and its
+speed measured again alone, free of whatever ran beside each trial.
+
+What a trial leaves out: the study tells each trial what it decides on (`TrialContext.needed`),
+and a trainable may skip costly final metrics outside it (the Keras kit: the deployed TFLite
+model's conversion and measurement). `finish_front` has the trainable measure them
+(`train.finish`) for the front's trials only, before the front's models are registered.
 
 During a study trials share the node, so a trial's speed depends on its neighbours and on the
 machine's moment (BENCHMARKS.md, "Speed you can trust"). Once the trials have ended, each front
@@ -141,6 +147,47 @@ def front_alone(
     return rank_alone(front, space.objectives, metrics, measured, notes=notes, seconds=time.time() - started)
 
 
+def finish_front(
+    front: Front,
+    space: SearchSpace,
+    runs: Any,
+    *,
+    cache_dir: Path,
+    progress: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] = never,
+) -> dict[str, dict[str, float]]:
+    """Have the trainable measure what front trials left out because the study did not need it
+    (`train.finish`, `TrialContext.needed`; for the Keras kit, the deployed TFLite model), one
+    at a time. The metrics are logged to each trial's run at its last epoch and written into
+    `front.table` where it has their columns. Returns them by trial."""
+    import pandas as pd
+
+    metrics = list(getattr(space.trainable, "finish_metrics", ()))
+    if not metrics or not callable(getattr(space.trainable, "finish", None)) or front.points.empty:
+        return {}
+    points = front.points
+    lacking = [
+        not set(metrics) <= set(runs.client.get_run(run_id).data.metrics) if run_id else False
+        for run_id in points["run_id"]
+    ]
+    points = points[lacking]
+    if points.empty:
+        return {}
+    progress(f"Measuring what the {len(points)} front trials left out ({', '.join(metrics)}).")
+    measured, notes = _measure(points, space, cache_dir, should_stop, method="finish")
+    for trial, values in measured.items():
+        [row] = points[points["trial"] == trial].to_dict("records")
+        step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
+        runs.log_metrics(row["run_id"], values, step=step)
+        for metric, value in values.items():
+            if metric in front.table:
+                column = pd.to_numeric(front.table[metric], errors="coerce")  # no value was an object column
+                front.table[metric] = column.mask(front.table["trial"] == trial, value)
+    for note in notes:
+        progress(note)
+    return measured
+
+
 def rank_alone(
     front: Front,
     objectives: Mapping[str, str],
@@ -165,9 +212,10 @@ def rank_alone(
 
 
 def _measure(
-    points: pd.DataFrame, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool]
+    points: Any, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool], *, method: str = "remeasure"
 ) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Each point's configuration measured by a Ray task with its trial's resources, in turn."""
+    """`train.<method>` of each point's configuration, by a Ray task with its trial's resources,
+    one at a time."""
     import ray
 
     task = ray.remote(_measure_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
@@ -178,31 +226,32 @@ def _measure(
             break
         config_file = Path(str(row["model_dir"]) + CONFIG_SUFFIX)
         if not config_file.exists():
-            notes.append(f"{row['trial']}: not measured again (its config was not kept).")
+            notes.append(f"{row['trial']}: not measured (its config was not kept).")
             continue
         config = json.loads(config_file.read_text())
         reference = task.remote(
-            space.trainable, config, space.cpus_per_trial, space.gpu_memory_mb, str(row["model_dir"]), str(cache_dir)
+            space.trainable, method, config, space.cpus_per_trial, space.gpu_memory_mb, str(row["model_dir"]), str(cache_dir)
         )
         try:
             measured[row["trial"]] = ray.get(reference, timeout=TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - any failure leaves the study's figures standing
             ray.cancel(reference, force=True)
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-            notes.append(f"{row['trial']}: not measured again ({type(error).__name__}: {reason}).")
+            notes.append(f"{row['trial']}: not measured ({type(error).__name__}: {reason}).")
     return measured, notes
 
 
 def _measure_alone(
-    trainable: Any, config: dict[str, Any], cpus: float, gpu_memory_mb: int | None, model_dir: str, cache_dir: str
+    trainable: Any, method: str, config: dict[str, Any], cpus: float, gpu_memory_mb: int | None, model_dir: str, cache_dir: str
 ) -> dict[str, float]:
-    """The Ray task: one configuration's figures, in a process set up and pinned like a trial's."""
+    """The Ray task: `trainable.<method>` of one configuration, in a process set up and pinned
+    like a trial's."""
     from search import devices
 
     devices.prepare_process(cpus, gpu_memory_mb)
     pinned = devices.pin_to_free_cores(cpus)
     try:
-        measured = trainable.remeasure(config, TrialContext(model_dir=model_dir, cache_dir=cache_dir))
+        measured = getattr(trainable, method)(config, TrialContext(model_dir=model_dir, cache_dir=cache_dir))
     finally:
         if pinned is not None:
             pinned.release()

@@ -110,6 +110,7 @@ def _run_trial(
     cache_dir: str,
     train_runs_dir: str,
     session: str,
+    needed: frozenset[str] | None = None,
 ) -> None:
     """The Tune function: train one configuration, forwarding each report to Tune.
 
@@ -139,7 +140,7 @@ def _run_trial(
         devices.run_workers(
             trainable,
             config,
-            directories,
+            {**directories, "needed": needed},
             workers=workers,
             cpus=cpus,
             gpus=gpus,
@@ -159,7 +160,7 @@ def _run_trial(
             tune.report(metrics)
 
         try:
-            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, **directories))
+            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, needed=needed, **directories))
         finally:
             if pinned is not None:
                 pinned.release()
@@ -547,6 +548,7 @@ def run_study(
             reference_point=space.reference_point,
             started_at=started_at,
         )
+        remeasure.finish_front(front, space, runs, cache_dir=cache_dir, should_stop=ending.stop_requested)
         remeasured = None
         if remeasure_front:
             remeasured = remeasure.front_alone(front, space, cache_dir=cache_dir, should_stop=ending.stop_requested)
@@ -621,6 +623,7 @@ def _tuner(
             cache_dir=str(results_dir / "cache" / study_name),
             train_runs_dir=str(results_dir / "ray" / "train" / study_name),
             session=uuid.uuid4().hex,
+            needed=frozenset({*space.objectives, *(space.rung_objectives or {})}),
         ),
         # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.
         {"cpu": devices.DRIVER_CPUS} if multi_worker else {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},

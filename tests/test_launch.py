@@ -136,6 +136,10 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
     # the signature and input example its trainable gave; the Keras and TFLite files go along.
     front = [r for r in trials if r.data.tags.get("on_front") == "true"]
     assert front and all(r.info.status == "FINISHED" for r in front)
+    # The space's objectives do not use the deployed model: trials leave it out, and only the
+    # front's trials have it measured, at the end.
+    for run in trials:
+        assert ("tflite_bytes" in run.data.metrics) == (run in front)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     for run in front:
         uri = run.data.tags["registered_model"]

@@ -104,3 +104,26 @@ def test_pruning_step_puts_a_model_in_its_last_epoch_of_the_schedule():
 
     assert sparsity_after_four_steps(None) > 0.05  # the ramp's first steps update the masks
     assert sparsity_after_four_steps((epochs - 1) * steps) == 0.0  # the last epoch's do not
+
+
+def test_a_trial_leaves_out_the_deployed_model_the_study_does_not_need_and_finish_measures_it(tmp_path, tiny_config):
+    from trainables.contract import TrialContext
+    from trainables.mnist import train
+    from trainables.quantization import DEPLOYED_METRICS
+
+    config = {**tiny_config, "quantization": "dynamic"}
+    everything = train(config, TrialContext(report=lambda m: None))
+    skipped = train(config, TrialContext(report=lambda m: None, model_dir=str(tmp_path), needed=frozenset({"val_accuracy", "epoch_time_s"})))
+    assert not set(DEPLOYED_METRICS) & set(skipped) and "model_bytes_gzip" in skipped
+    assert (tmp_path / "model.keras").exists() and not (tmp_path / "model.tflite").exists()
+
+    # For a trial that reaches the front, the study has the trainable measure it afterwards.
+    finished = train.finish(config, TrialContext(model_dir=str(tmp_path)))
+    assert set(finished) == set(DEPLOYED_METRICS) == set(train.finish_metrics)
+    assert (tmp_path / "model.tflite").stat().st_size == finished["tflite_bytes"] == everything["tflite_bytes"]
+    assert abs(finished["tflite_accuracy"] - skipped["val_accuracy"]) < 0.05
+    assert np.load(tmp_path / "output_example.npy").shape == (5, 10)
+
+    # A study whose objectives are the deployed model's gets them from every trial.
+    needed = train(config, TrialContext(report=lambda m: None, needed=frozenset({"tflite_accuracy"})))
+    assert set(DEPLOYED_METRICS) <= set(needed)

@@ -24,6 +24,11 @@ measures a configuration the study trained again (its speed, not its accuracy), 
 for each front configuration, one at a time on an idle node, with `context.model_dir` (the
 trial's saved model) and `context.cache_dir`; it reports nothing and writes nothing.
 
+Optional, for final metrics a trial left out because the study did not need them
+(`TrialContext.needed`): `train.finish(config, context) -> metrics`, with `train.finish_metrics`
+naming what it returns. The study calls it for each front trial missing one of them, with the
+trial's `model_dir` (where it may write, e.g. the deployed model) and the study's `cache_dir`.
+
 This module imports neither TensorFlow, Ray nor MLflow: the search side reads it too.
 """
 
@@ -70,6 +75,10 @@ class TrialContext:
             interruption or a lost worker and removes it when the trial ends.
         cache_dir: a directory every trial of the study shares (e.g. for a distillation teacher
             trained once); removed when the study ends.
+        needed: the metrics the study decides on (its objectives, and what its scheduler
+            compares); None means everything. A trainable may leave out costly final metrics
+            not in it; if it offers `train.finish`, the study has it measure them for the trials
+            that reach the front.
 
     In a multi-worker trial every worker gets the same context and must report the same number
     of times (Ray Train's report is a barrier); rank 0's reports count, and only rank 0 should
@@ -81,6 +90,7 @@ class TrialContext:
     model_dir: str | None = None
     checkpoint_dir: str | None = None
     cache_dir: str | None = None
+    needed: frozenset[str] | None = None
 
 
 class Trainable(Protocol):

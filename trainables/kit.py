@@ -38,6 +38,7 @@ from typing import Any
 from trainables.contract import EPOCH
 from trainables.contract import TrialContext
 from trainables.data import Split
+from trainables.quantization import DEPLOYED_METRICS
 from trainables.quantization import QUANTIZATIONS
 
 if TYPE_CHECKING:
@@ -164,6 +165,7 @@ class KerasTrainable:
         self.metrics = METRICS
         self.shown_metrics = SHOWN_METRICS
         self.remeasured_metrics = REMEASURED_METRICS
+        self.finish_metrics = DEPLOYED_METRICS
         # A study's workers import TensorFlow, Keras and the task before their first trial.
         self.worker_imports = ("trainables._keras", "trainables.kit", type(task).__module__)
         self.__name__ = self.__qualname__ = f"{type(task).__name__}.train"
@@ -214,6 +216,34 @@ class KerasTrainable:
                 with open(saved, "rb") as file:
                     measured["tflite_ms"] = quantization.latency_ms(file.read(), trial.split.x_val[0])
             return measured
+        finally:
+            _reset_policy()
+
+    def finish(self, config: Mapping[str, Any], context: TrialContext) -> dict[str, float]:
+        """The deployed model's metrics (`DEPLOYED_METRICS`) of a configuration whose trial left
+        them out (`context.needed`), for a trial that reached the front (see the contract).
+
+        Converts the model its trial saved in `context.model_dir` (`model.keras`) to TFLite as
+        the config's `quantization` says, writes `model.tflite` and the deployed model's
+        `output_example.npy` there, and measures it as a trial would have.
+        """
+        from trainables import metrics
+        from trainables._keras import keras
+
+        if not context.model_dir or not os.path.exists(os.path.join(context.model_dir, "model.keras")):
+            raise FileNotFoundError(f"no saved model.keras in {context.model_dir!r} to deploy")
+        config, _, _ = self._set_up(config)
+        try:
+            split = _load_split(self.task, config)
+            model = keras.models.load_model(os.path.join(context.model_dir, "model.keras"), compile=False)
+            return metrics.deployed_metrics(
+                model,
+                x_val=split.x_val,
+                y_val=split.y_val,
+                quantization=config["quantization"],
+                representative=split.x_train[:100],
+                model_dir=context.model_dir,
+            )
         finally:
             _reset_policy()
 
@@ -303,6 +333,15 @@ def make_optimizer(config: Mapping[str, Any], *, learning_rate: float, decay_ste
     return keras.optimizers.SGD(rate, momentum=momentum)
 
 
+def _load_split(task: KerasTask, config: Mapping[str, Any]) -> Split:
+    """The task's data, its training set cut to `train_examples` if set."""
+    split = task.load_data(dict(config))
+    if config["train_examples"]:
+        limit = int(config["train_examples"])
+        split = dataclasses.replace(split, x_train=split.x_train[:limit], y_train=split.y_train[:limit])
+    return split
+
+
 class _Trial:
     """One training run of a configuration: data, model, compression, `fit`, measurement."""
 
@@ -310,11 +349,7 @@ class _Trial:
         from trainables import data
 
         self.task, self.config, self.placement, self.context = task, config, placement, context
-        split = task.load_data(config)
-        if config["train_examples"]:
-            limit = int(config["train_examples"])
-            split = dataclasses.replace(split, x_train=split.x_train[:limit], y_train=split.y_train[:limit])
-        self.split = split
+        self.split = split = _load_split(task, config)
         self.global_batch = int(config["batch_size"]) * placement.replicas
         self.learning_rate = float(config["learning_rate"])
         if config["lr_scaling"] == "linear":
@@ -446,9 +481,14 @@ class _Trial:
         return model, trained, callbacks
 
     def _measure(self, model: Any, model_dir: str | None) -> dict[str, float]:
+        """The final model metrics; the deployed model's only if the study needs one of them
+        (`context.needed`) or the model is quantization-aware (its point is the deployed model),
+        else `KerasTrainable.finish` measures them if the trial reaches the front."""
         from trainables import metrics
         from trainables import pruning
 
+        needed = self.context.needed
+        deployed = needed is None or self.config["quantization"] == "qat" or bool(set(needed) & set(DEPLOYED_METRICS))
         return metrics.model_metrics(
             pruning.strip_pruning(model),
             x_val=self.split.x_val,
@@ -456,4 +496,5 @@ class _Trial:
             quantization=self.config["quantization"],
             representative=self.split.x_train[:100],
             model_dir=model_dir,
+            deployed=deployed,
         )

@@ -265,36 +265,62 @@ def model_metrics(
     quantization: str = "none",
     representative: np.ndarray | None = None,
     model_dir: str | None = None,
+    deployed: bool = True,
 ) -> dict[str, float]:
     """Size, speed and deployed accuracy of a trained (already stripped) model.
 
     The Keras model gives `params`, `nonzero_params`, `sparsity`, `model_bytes_gzip` and
-    `inference_ms`; the TFLite model it deploys as (quantized as `quantization` says, see
-    `trainables.quantization`) gives `tflite_bytes`, `tflite_bytes_gzip` (where pruning's zeros
-    pay off), `tflite_accuracy` on `x_val` and `tflite_ms` (batch-1 latency).
-    If `model_dir` is given, the model is also written there as `model.keras` and `model.tflite`,
-    with `input_example.npy` (five validation inputs) and `output_example.npy` (the deployed
-    model's outputs for them), from which the study gives the logged model its signature.
+    `inference_ms`; with `deployed`, the TFLite model it deploys as gives `DEPLOYED_METRICS`
+    (`deployed_metrics`). If `model_dir` is given, the model is also written there as
+    `model.keras`, with `input_example.npy` (five validation inputs) and `output_example.npy`
+    (the model's outputs for them: the deployed model's, with `deployed`), from which the study
+    gives the logged model its signature; with `deployed`, `model.tflite` too.
     """
-    from trainables import quantization as quant
     from trainables.pruning import kernel_sparsity
 
     weights = model.get_weights()
-    flatbuffer = quant.to_tflite(model, quantization, representative)
-    if model_dir:
-        os.makedirs(model_dir, exist_ok=True)
-        model.save(os.path.join(model_dir, "model.keras"))
-        with open(os.path.join(model_dir, "model.tflite"), "wb") as file:
-            file.write(flatbuffer)
-        example = x_val[:5].astype(np.float32)
-        np.save(os.path.join(model_dir, "input_example.npy"), example)
-        np.save(os.path.join(model_dir, "output_example.npy"), quant.predict(flatbuffer, example))
-    return {
+    measured = {
         "params": float(model.count_params()),
         "nonzero_params": float(sum(int(np.count_nonzero(w)) for w in weights)),
         "sparsity": kernel_sparsity(model),
         "model_bytes_gzip": float(gzipped_model_bytes(model)),
         "inference_ms": inference_ms(model, x_val[0]),
+    }
+    if model_dir:
+        os.makedirs(model_dir, exist_ok=True)
+        model.save(os.path.join(model_dir, "model.keras"))
+        example = x_val[:5].astype(np.float32)
+        np.save(os.path.join(model_dir, "input_example.npy"), example)
+        np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
+    if deployed:
+        measured.update(
+            deployed_metrics(model, x_val=x_val, y_val=y_val, quantization=quantization, representative=representative, model_dir=model_dir)
+        )
+    return measured
+
+
+
+
+def deployed_metrics(
+    model: tf_keras.Model,
+    *,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    quantization: str = "none",
+    representative: np.ndarray | None = None,
+    model_dir: str | None = None,
+) -> dict[str, float]:
+    """`DEPLOYED_METRICS` (`trainables.quantization`) of the TFLite model `model` deploys as (quantized as `quantization`
+    says, see `trainables.quantization`); with `model_dir`, written there as `model.tflite`, with
+    its outputs for `input_example.npy` as `output_example.npy`."""
+    from trainables import quantization as quant
+
+    flatbuffer = quant.to_tflite(model, quantization, representative)
+    if model_dir:
+        with open(os.path.join(model_dir, "model.tflite"), "wb") as file:
+            file.write(flatbuffer)
+        np.save(os.path.join(model_dir, "output_example.npy"), quant.predict(flatbuffer, x_val[:5].astype(np.float32)))
+    return {
         "tflite_bytes": float(len(flatbuffer)),
         "tflite_bytes_gzip": float(len(gzip.compress(flatbuffer))),
         "tflite_accuracy": quant.evaluate(flatbuffer, x_val, y_val),

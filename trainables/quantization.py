@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import tf_keras
 
 QUANTIZATIONS = ("none", "dynamic", "int8", "qat")
+# What `trainables.metrics.deployed_metrics` measures of the deployed model: its size (raw, and
+# gzipped, where pruning's zeros pay off), accuracy on the validation set and batch-1 latency.
+DEPLOYED_METRICS = ("tflite_bytes", "tflite_bytes_gzip", "tflite_accuracy", "tflite_ms")
 
 
 def quantize_for_training(model: tf_keras.Model) -> tf_keras.Model:
