@@ -113,6 +113,7 @@ def record(
     Returns the registered model URI (`models:/name/version`) of each front trial, by trial name.
     """
     from mlflow.entities import Metric
+    from mlflow.entities import RunTag
 
     from search.plots import hypervolume_plot
     from search.plots import pareto_plot
@@ -122,10 +123,11 @@ def record(
         if not row.get("run_id"):
             continue
         rank = row["pareto_rank"]
-        runs.client.set_tag(row["run_id"], "pareto_rank", "" if np.isnan(rank) else str(int(rank)))
-        runs.client.set_tag(row["run_id"], "on_front", str(bool(row["on_front"])).lower())
+        tags = {"pareto_rank": "" if np.isnan(rank) else str(int(rank)), "on_front": str(bool(row["on_front"])).lower()}
         if row["knee"]:
-            runs.client.set_tag(row["run_id"], "knee", "true")
+            tags["knee"] = "true"
+        # One write per trial: at hundreds of trials these writes were most of the study's end.
+        runs.client.log_batch(row["run_id"], tags=[RunTag(key, value) for key, value in tags.items()])
 
     runs.log_params(
         parent_run_id, {"reference_point": front.reference_point, "front_size": len(front.points)}
