@@ -3,7 +3,7 @@ speed measured again alone, free of whatever ran beside each trial.
 
 What a trial leaves out: the study tells each trial what it decides on (`TrialContext.needed`),
 and a trainable may skip costly final metrics outside it (the Keras kit: the deployed TFLite
-model's conversion and measurement). `finish_front` has the trainable measure them
+model's conversion and measurement). `measure_front` has the trainable measure them
 (`train.finish`) for the front's trials only, before the front's models are registered.
 
 During a study trials share the node, so a trial's speed depends on its neighbours and on the
@@ -11,7 +11,8 @@ machine's moment (BENCHMARKS.md, "Speed you can trust"). Once the trials have en
 configuration is timed again, one at a time, on the now idle node, with the resources its trial
 had (and pinned to free cores, like its trial). The front is then recomputed among them on those
 figures; the study's own front (every full-budget trial, measured under one condition) stays as
-it was, and both are recorded and shown.
+it was, and both are recorded and shown. Both measurements of a front trial happen in one task:
+one process start, one data load.
 
 A trainable opts in by offering `train.remeasure(config, context) -> metrics` and naming what it
 returns in `train.remeasured_metrics` (see `trainables.contract`); the phase runs when one of
@@ -104,7 +105,7 @@ class Remeasured:
 
 
 def save_config(model_dir: str | Path, config: Mapping[str, Any]) -> None:
-    """Keep the config a trial trains beside its model directory, for `front_alone`; a config
+    """Keep the config a trial trains beside its model directory, for `measure_front`; a config
     JSON cannot hold is not kept (its trial is then not re-measured)."""
     try:
         text = json.dumps(dict(config))
@@ -123,69 +124,69 @@ def wanted(space: SearchSpace) -> list[str]:
     return [metric for metric in space.objectives if metric in offered]
 
 
-def front_alone(
-    front: Front,
-    space: SearchSpace,
-    *,
-    cache_dir: Path,
-    progress: Callable[[str], None] = print,
-    should_stop: Callable[[], bool] = never,
-) -> Remeasured | None:
-    """Measure the front's configurations again, one at a time, and rank them on those figures.
-
-    Returns None when there is nothing to re-measure (no front, or no objective the trainable
-    measures again). A configuration whose re-measurement fails keeps its study figures and is
-    named in `notes`; once `should_stop()` is true (Ctrl-C), the rest are not measured.
-    """
-    metrics = wanted(space)
-    points = front.points
-    if not metrics or points.empty:
-        return None
-    started = time.time()
-    progress(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)}).")
-    measured, notes = _measure(points, space, cache_dir, should_stop)
-    return rank_alone(front, space.objectives, metrics, measured, notes=notes, seconds=time.time() - started)
-
-
-def finish_front(
+def measure_front(
     front: Front,
     space: SearchSpace,
     runs: Any,
     *,
     cache_dir: Path,
+    again: bool = True,
     progress: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = never,
-) -> dict[str, dict[str, float]]:
-    """Have the trainable measure what front trials left out because the study did not need it
-    (`train.finish`, `TrialContext.needed`; for the Keras kit, the deployed TFLite model), one
-    at a time. The metrics are logged to each trial's run at its last epoch and written into
-    `front.table` where it has their columns. Returns them by trial."""
+) -> Remeasured | None:
+    """The front's own measurements: one Ray task per front trial, one at a time.
+
+    Each task first has the trainable measure what its trial left out because the study did not
+    decide on it (`train.finish`; the Keras kit's deployed TFLite model), then, when `again`,
+    times the configuration again alone (`train.remeasure`). What `finish` measures is logged to
+    the trial's run at its last epoch and written into `front.table` where it has the column.
+
+    Returns the front ranked again on the figures measured alone, or None when nothing was
+    measured again (no front, `again` false, or no objective the trainable measures again). A
+    configuration whose measurement fails keeps its study figures and is named in the notes;
+    once `should_stop()` is true (Ctrl-C), the rest are not measured.
+    """
+    points = front.points
+    if points.empty:
+        return None
+    finishing = list(getattr(space.trainable, "finish_metrics", ())) if callable(getattr(space.trainable, "finish", None)) else []
+    metrics = wanted(space) if again else []
+    methods = {
+        row["trial"]: [
+            *(["finish"] if finishing and row["run_id"] and not set(finishing) <= set(runs.client.get_run(row["run_id"]).data.metrics) else []),
+            *(["remeasure"] if metrics else []),
+        ]
+        for _, row in points.iterrows()
+    }
+    if not any(methods.values()):
+        return None
+    started = time.time()
+    if metrics:
+        progress(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)}).")
+    else:
+        progress(f"Measuring what the front trials left out ({', '.join(finishing)}).")
+    measured, notes = _measure(points, space, cache_dir, should_stop, methods)
+    _record_finished(front, runs, {trial: values["finish"] for trial, values in measured.items() if "finish" in values})
+    if not metrics:
+        for note in notes:
+            progress(note)
+        return None
+    alone = {trial: values["remeasure"] for trial, values in measured.items() if "remeasure" in values}
+    return rank_alone(front, space.objectives, metrics, alone, notes=notes, seconds=time.time() - started)
+
+
+def _record_finished(front: Front, runs: Any, measured: dict[str, dict[str, float]]) -> None:
+    """What `train.finish` measured, into each trial's run (at its last epoch) and the front's table."""
     import pandas as pd
 
-    metrics = list(getattr(space.trainable, "finish_metrics", ()))
-    if not metrics or not callable(getattr(space.trainable, "finish", None)) or front.points.empty:
-        return {}
-    points = front.points
-    lacking = [
-        not set(metrics) <= set(runs.client.get_run(run_id).data.metrics) if run_id else False
-        for run_id in points["run_id"]
-    ]
-    points = points[lacking]
-    if points.empty:
-        return {}
-    progress(f"Measuring what the {len(points)} front trials left out ({', '.join(metrics)}).")
-    measured, notes = _measure(points, space, cache_dir, should_stop, method="finish")
     for trial, values in measured.items():
-        [row] = points[points["trial"] == trial].to_dict("records")
+        [row] = front.points[front.points["trial"] == trial].to_dict("records")
         step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
         runs.log_metrics(row["run_id"], values, step=step)
         for metric, value in values.items():
             if metric in front.table:
                 column = pd.to_numeric(front.table[metric], errors="coerce")  # no value was an object column
                 front.table[metric] = column.mask(front.table["trial"] == trial, value)
-    for note in notes:
-        progress(note)
-    return measured
 
 
 def rank_alone(
@@ -212,47 +213,64 @@ def rank_alone(
 
 
 def _measure(
-    points: Any, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool], *, method: str = "remeasure"
-) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """`train.<method>` of each point's configuration, by a Ray task with its trial's resources,
-    one at a time."""
+    points: Any, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool], methods: Mapping[str, list[str]]
+) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
+    """`train.<method>` for each of the methods each point's trial is given, in one Ray task
+    per point with its trial's resources, one point at a time. Returns, by trial, what each
+    method measured, and a note for each that could not measure."""
     import ray
 
     task = ray.remote(_measure_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
-    measured: dict[str, dict[str, float]] = {}
+    measured: dict[str, dict[str, dict[str, float]]] = {}
     notes: list[str] = []
     for _, row in points.iterrows():
+        wanted_methods = methods.get(row["trial"], [])
         if should_stop():
             break
+        if not wanted_methods:
+            continue
         config_file = Path(str(row["model_dir"]) + CONFIG_SUFFIX)
         if not config_file.exists():
             notes.append(f"{row['trial']}: not measured (its config was not kept).")
             continue
         config = json.loads(config_file.read_text())
         reference = task.remote(
-            space.trainable, method, config, space.cpus_per_trial, space.gpu_memory_mb, str(row["model_dir"]), str(cache_dir)
+            space.trainable, wanted_methods, config, space.cpus_per_trial, space.gpu_memory_mb, str(row["model_dir"]), str(cache_dir)
         )
         try:
-            measured[row["trial"]] = ray.get(reference, timeout=TIMEOUT_S)
+            results = ray.get(reference, timeout=TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - any failure leaves the study's figures standing
             ray.cancel(reference, force=True)
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-            notes.append(f"{row['trial']}: not measured ({type(error).__name__}: {reason}).")
+            results = {method: _reason(error) for method in wanted_methods}
+        measured[row["trial"]] = {method: values for method, values in results.items() if isinstance(values, dict)}
+        notes.extend(f"{row['trial']}: not measured by {method} ({reason})." for method, reason in results.items() if isinstance(reason, str))
     return measured, notes
 
 
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
 def _measure_alone(
-    trainable: Any, method: str, config: dict[str, Any], cpus: float, gpu_memory_mb: int | None, model_dir: str, cache_dir: str
-) -> dict[str, float]:
-    """The Ray task: `trainable.<method>` of one configuration, in a process set up and pinned
-    like a trial's."""
+    trainable: Any, methods: list[str], config: dict[str, Any], cpus: float, gpu_memory_mb: int | None, model_dir: str, cache_dir: str
+) -> dict[str, dict[str, float] | str]:
+    """The Ray task: `trainable.<method>` of one configuration for each method in turn, in a
+    process set up and pinned like a trial's; what each measured, or why it could not."""
     from search import devices
 
     devices.prepare_process(cpus, gpu_memory_mb)
     pinned = devices.pin_to_free_cores(cpus)
+    results: dict[str, dict[str, float] | str] = {}
     try:
-        measured = getattr(trainable, method)(config, TrialContext(model_dir=model_dir, cache_dir=cache_dir))
+        for method in methods:
+            try:
+                measured = getattr(trainable, method)(config, TrialContext(model_dir=model_dir, cache_dir=cache_dir))
+            except Exception as error:  # noqa: BLE001 - reported as a note; the next method still runs
+                results[method] = _reason(error)
+                continue
+            results[method] = {key: float(value) for key, value in measured.items() if isinstance(value, (int, float))}
     finally:
         if pinned is not None:
             pinned.release()
-    return {key: float(value) for key, value in measured.items() if isinstance(value, (int, float))}
+    return results

@@ -548,10 +548,9 @@ def run_study(
             reference_point=space.reference_point,
             started_at=started_at,
         )
-        remeasure.finish_front(front, space, runs, cache_dir=cache_dir, should_stop=ending.stop_requested)
-        remeasured = None
-        if remeasure_front:
-            remeasured = remeasure.front_alone(front, space, cache_dir=cache_dir, should_stop=ending.stop_requested)
+        remeasured = remeasure.measure_front(
+            front, space, runs, cache_dir=cache_dir, again=remeasure_front, should_stop=ending.stop_requested
+        )
         ending.check()
         model_uris = front_module.record(
             front,

@@ -184,12 +184,16 @@ class StudyRuns:
 
         self.client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, tags: dict[str, str] | None = None) -> None:
+        """One write (one store transaction) for a step's metrics and any tags that go with it."""
         from mlflow.entities import Metric
+        from mlflow.entities import RunTag
 
         now = int(time.time() * 1000)
         self.client.log_batch(
-            run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()]
+            run_id,
+            metrics=[Metric(k, v, now, step) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
         )
 
     def end(self, run_id: str, status: str) -> None:
@@ -290,21 +294,23 @@ class TrialRuns(tune.Callback):
         self, iteration: int, trials: list, trial: Trial, result: dict, **info: Any
     ) -> None:
         run_id = self.run_ids.get(trial.trial_id)
-        if run_id is not None and result.get(RESUMED_FROM_EPOCH):
-            self.runs.client.set_tag(
-                run_id, "resumed", f"continued from its checkpoint after epoch {int(result[RESUMED_FROM_EPOCH])}"
-            )
-        if run_id is not None:
-            step = int(result.get(self.step_key, result.get("training_iteration", 0)))
-            # A trial continuing from its checkpoint (after an interruption or a retry) reports
-            # its last saved epoch again first: steps an earlier attempt recorded are skipped.
-            if step not in self.logged_steps.get(run_id, ()):
-                self.attempt_steps.setdefault(run_id, set()).add(step)
-                self.runs.log_metrics(run_id, trial_metrics(result), step=step)
-                for key, value in trial_text(result).items():
-                    if self.tagged.setdefault(run_id, {}).get(key) != value:
-                        self.runs.client.set_tag(run_id, key, value)
-                        self.tagged[run_id][key] = value
+        if run_id is None:
+            return
+        tags = {}
+        if result.get(RESUMED_FROM_EPOCH):
+            tags["resumed"] = f"continued from its checkpoint after epoch {int(result[RESUMED_FROM_EPOCH])}"
+        step = int(result.get(self.step_key, result.get("training_iteration", 0)))
+        # A trial continuing from its checkpoint (after an interruption or a retry) reports its
+        # last saved epoch again first: steps an earlier attempt recorded are skipped.
+        if step in self.logged_steps.get(run_id, ()):
+            if tags:
+                self.runs.log_metrics(run_id, {}, tags=tags)
+            return
+        self.attempt_steps.setdefault(run_id, set()).add(step)
+        tagged = self.tagged.setdefault(run_id, {})
+        tags.update({key: value for key, value in trial_text(result).items() if tagged.get(key) != value})
+        self.runs.log_metrics(run_id, trial_metrics(result), step=step, tags=tags)  # one write per result
+        tagged.update(tags)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)
