@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from search.front import Front
     from search.remeasure import Remeasured
+    from search.tracking import StudyRuns
 
 # Quiet defaults for the driver and every Ray worker (a user's own setting wins). Which Keras
 # `tf.keras` is stays the trainable's choice: the Keras kit asks for Keras 2 itself
@@ -409,7 +410,6 @@ def run_study(
         from search.cluster import auth_mode
 
         os.environ["RAY_AUTH_MODE"] = auth_mode()
-    import mlflow  # its import configures its loggers; quieten them afterwards
     import optuna
     import ray
     from ray.tune.search import ConcurrencyLimiter
@@ -421,7 +421,6 @@ def run_study(
     from search.searchers import journal
     from search.searchers import make_searcher
     from search.searchers import variant_generator
-    from search.tracking import StudyRuns
     from search.tracking import TrialRuns
     from search.tracking import default_tracking_uri
 
@@ -429,7 +428,6 @@ def run_study(
         from search.errors import SpaceError
 
         raise SpaceError("searcher 'variant' cannot resume a study (Ray keeps no history of it); use an Optuna searcher.")
-    logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not verbose:
         # Ray Tune logs each failed trial's traceback; the progress line names the error and
@@ -440,8 +438,8 @@ def run_study(
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
     _ship_space_file_code(space)
     experiment = experiment or space.name
-    # Opening the MLflow store (creating a new one takes seconds) overlaps Ray's start.
-    opening = _in_background(StudyRuns, tracking_uri, experiment, artifact_root=results_dir / "artifacts")
+    # Importing MLflow and opening its store (creating a new one takes seconds) overlap Ray's start.
+    opening = _in_background(_open_study_runs, tracking_uri, experiment, artifact_root=results_dir / "artifacts")
     if not ray.is_initialized():
         # A new local Ray gets a dashboard only for multi-worker trials: Ray Train's clean-up
         # after a trial stopped early asks Ray's state API. A cluster has its own settings.
@@ -580,6 +578,15 @@ def run_study(
         optuna_journal=str(results_dir / OPTUNA_JOURNAL) if searcher is not None else None,
         remeasured=remeasured,
     )
+
+
+def _open_study_runs(tracking_uri: str, experiment: str, artifact_root: Path) -> StudyRuns:
+    import mlflow  # its import configures its loggers; quieten them afterwards
+
+    from search.tracking import StudyRuns
+
+    logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
+    return StudyRuns(tracking_uri, experiment, artifact_root=artifact_root)
 
 
 def _in_background(function: Callable[..., Any], *args: Any, **kwargs: Any) -> concurrent.futures.Future:
