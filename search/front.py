@@ -113,7 +113,6 @@ def record(
     Returns the registered model URI (`models:/name/version`) of each front trial, by trial name.
     """
     from mlflow.entities import Metric
-    from mlflow.entities import RunTag
 
     from search.plots import hypervolume_plot
     from search.plots import pareto_plot
@@ -127,7 +126,7 @@ def record(
         if row["knee"]:
             tags["knee"] = "true"
         # One write per trial: at hundreds of trials these writes were most of the study's end.
-        runs.client.log_batch(row["run_id"], tags=[RunTag(key, value) for key, value in tags.items()])
+        runs.log_metrics(row["run_id"], {}, tags=tags)
 
     runs.log_params(
         parent_run_id, {"reference_point": front.reference_point, "front_size": len(front.points)}
@@ -161,11 +160,13 @@ def _record_remeasured(front: Front, remeasured: Remeasured, runs: StudyRuns, pa
         if not row.get("run_id"):
             continue
         values = remeasured.measured.get(row["trial"], {})
-        if values:  # at the trial's last epoch, beside the figures they stand for
-            step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
-            runs.log_metrics(row["run_id"], {f"{metric}_alone": value for metric, value in values.items()}, step=step)
-        runs.client.set_tag(row["run_id"], "on_front_alone", str(bool(alone.loc[row["trial"], "on_front"])).lower())
-        runs.client.set_tag(row["run_id"], "knee_alone", str(bool(alone.loc[row["trial"], "knee"])).lower())
+        tags = {
+            "on_front_alone": str(bool(alone.loc[row["trial"], "on_front"])).lower(),
+            "knee_alone": str(bool(alone.loc[row["trial"], "knee"])).lower(),
+        }
+        # One write per trial; the metrics at its last epoch, beside the figures they stand for.
+        step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
+        runs.log_metrics(row["run_id"], {f"{metric}_alone": value for metric, value in values.items()}, step=step, tags=tags)
     runs.log_metrics(
         parent_run_id,
         {

@@ -291,14 +291,13 @@ def model_metrics(
         model.save(os.path.join(model_dir, "model.keras"))
         example = x_val[:5].astype(np.float32)
         np.save(os.path.join(model_dir, "input_example.npy"), example)
-        np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
+        if not deployed:  # else `deployed_metrics` writes the deployed model's outputs
+            np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
     if deployed:
         measured.update(
             deployed_metrics(model, x_val=x_val, y_val=y_val, quantization=quantization, representative=representative, model_dir=model_dir)
         )
     return measured
-
-
 
 
 def deployed_metrics(
