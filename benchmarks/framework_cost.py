@@ -37,25 +37,9 @@ from typing import Any
 from benchmarks import save
 from benchmarks.pure_python import EPOCH_S
 from benchmarks.pure_python import EPOCHS
+from benchmarks.pure_python import space_file
 
 ROOT = Path(__file__).parents[1]
-SPACE = """\
-from benchmarks.pure_python import train
-from search.space import Float, SearchSpace
-
-SPACE = SearchSpace(
-    name="framework-cost",
-    trainable=train,
-    params={{"x": Float(0.0, 1.0)}},
-    objectives={{"score": "max", "cost": "min"}},
-    num_samples={trials},
-    max_epochs={epochs},
-    max_concurrent=2,
-    cpus_per_trial=1,
-    scheduler="none",
-    searcher="random",
-)
-"""
 
 
 def plain_tune(trials: int, storage: str) -> None:
@@ -234,7 +218,7 @@ def launcher_once(trials: int, scratch: Path) -> dict[str, float]:
     from mlflow import MlflowClient
 
     space = scratch / "space.py"
-    space.write_text(SPACE.format(trials=trials, epochs=EPOCHS))
+    space.write_text(space_file("framework-cost", trials=trials, epochs=EPOCHS, searcher="random"))
     results = scratch / "results"
     started = time.time()
     seconds, _ = _run([sys.executable, "-m", "search.launch", str(space), "--results-dir", str(results)], scratch)

@@ -29,3 +29,26 @@ def train(config: dict[str, Any], context: TrialContext) -> dict[str, Any]:
 
 
 train.metrics = ("score", "cost")
+
+
+def space_file(name: str, *, trials: int, epochs: int, epoch_s: float = EPOCH_S, searcher: str = "tpe") -> str:
+    """A space file for `train`: `trials` trials of `epochs` epochs of `epoch_s` seconds, 2 at a
+    time on 1 CPU each, no early stopping."""
+    return f"""\
+from benchmarks.pure_python import train
+from search.space import Float, SearchSpace
+
+SPACE = SearchSpace(
+    name={name!r},
+    trainable=train,
+    params={{"x": Float(0.0, 1.0)}},
+    objectives={{"score": "max", "cost": "min"}},
+    constants={{"epoch_s": {epoch_s!r}}},
+    num_samples={trials},
+    max_epochs={epochs},
+    max_concurrent=2,
+    cpus_per_trial=1,
+    scheduler="none",
+    searcher={searcher!r},
+)
+"""

@@ -21,26 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import save
+from benchmarks.pure_python import space_file
 
 ROOT = Path(__file__).parents[1]
 TRIAL_S = 0.2
-SPACE = """\
-from benchmarks.pure_python import train
-from search.space import Float, SearchSpace
-
-SPACE = SearchSpace(
-    name="scaling",
-    trainable=train,
-    params={{"x": Float(0.0, 1.0)}},
-    objectives={{"score": "max", "cost": "min"}},
-    constants={{"epoch_s": {epoch_s}}},
-    num_samples={trials},
-    max_epochs=4,
-    max_concurrent=2,
-    cpus_per_trial=1,
-    scheduler="none",
-)
-"""
 
 
 def one_size(trials: int, scratch: Path) -> dict[str, Any]:
@@ -50,7 +34,7 @@ def one_size(trials: int, scratch: Path) -> dict[str, Any]:
     from search.results import trials_frame
 
     space = scratch / "space.py"
-    space.write_text(SPACE.format(trials=trials, epoch_s=TRIAL_S / 4))
+    space.write_text(space_file("scaling", trials=trials, epochs=4, epoch_s=TRIAL_S / 4))
     results = scratch / "results"
     started = time.time()
     done = subprocess.run(
