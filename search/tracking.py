@@ -280,6 +280,11 @@ class TrialRuns(tune.Callback):
             self.runs.client.set_tag(
                 run_id, "resumed", "rerun from scratch: it was running when the study was interrupted"
             )
+            # A kill can land between creating the run and writing its configuration: write
+            # what the run lacks (the configuration suggested again is the same one).
+            logged = self.runs.client.get_run(run_id).data.params
+            self.runs.log_params(run_id, {k: v for k, v in trial.config.items() if k not in logged})
+            optuna_trial.set_user_attr(MLFLOW_RUN_ID, run_id)
             return
         tags = {"mlflow.parentRunId": self.runs.parent_run_id, "ray_trial_id": trial.trial_id}
         if optuna_trial is not None:

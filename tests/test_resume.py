@@ -270,3 +270,38 @@ def test_checkpoint_directories_are_claimed_once_even_when_trials_race(tmp_path)
     assert sorted(claimed) == sorted({*claimed}) and earlier.name in claimed
     # A trial claiming again (a retry) gets its own directory back.
     assert _claim((tmp_path, "now", "t3")) == claimed[3]
+
+
+def test_a_run_killed_before_its_configuration_was_written_gets_it_when_its_trial_runs_again(tmp_path):
+    """A kill can land between creating a trial's run and writing its parameters: the resumed
+    study gives the run back to its Optuna trial and writes the configuration it lacks."""
+    from types import SimpleNamespace
+
+    import optuna
+    import pandas as pd
+
+    from search.tracking import StudyRuns, TrialRuns
+
+    runs = StudyRuns(f"sqlite:///{tmp_path / 'mlflow.db'}", "killed", tmp_path / "artifacts")
+    runs.start_parent("study", {}, {"role": "study"})
+    interrupted = optuna.create_study().ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    # What the kill left: a run tagged with its Optuna trial, without parameters.
+    bare = runs.client.create_run(
+        runs.experiment_id, run_name="trial-001", tags={"mlflow.parentRunId": runs.parent_run_id, "optuna_trial": "0"}
+    ).info.run_id
+    table = pd.DataFrame([{"run_id": bare, "trial": "trial-001", "status": "running", "optuna_trial": 0, "trial_id": "old"}])
+    trial_runs = TrialRuns(runs, stopped_early=lambda trial_id: False, optuna_trial=lambda trial_id: interrupted)
+    trial_runs.carry_on(table, [interrupted])
+
+    again = SimpleNamespace(trial_id="new", config={"x": interrupted.params["x"], "epochs": 3})
+    trial_runs.on_trial_start(0, [], again)
+
+    run = runs.client.get_run(bare)
+    assert trial_runs.run_ids["new"] == bare and run.info.status == "RUNNING"
+    assert run.data.params == {"x": str(interrupted.params["x"]), "epochs": "3"}
+    assert interrupted.user_attrs["mlflow_run_id"] == bare
+    # Writing it again when the run already had its configuration changes nothing.
+    trial_runs.run_ids.clear()
+    trial_runs.rerun[0] = (bare, 1)
+    trial_runs.on_trial_start(0, [], again)
+    assert runs.client.get_run(bare).data.params == run.data.params
