@@ -78,7 +78,7 @@ def plain_tune_replay(replay: Path, storage: str) -> None:
     import ray
     from ray import tune
 
-    from search import devices
+    from search.compute import devices
     from search.space import load_space
     from trainables.contract import TrialContext
 
@@ -155,7 +155,7 @@ def mnist_once(scratch: Path) -> dict[str, Any]:
         configs.append({key: _parameter(value) for key, value in run.data.params.items()})
         epochs.append(max(point.step for point in history))
         firsts.append(min(point.timestamp for point in history))
-    needed = sorted({*space.objectives, *(getattr(space, "rung_objectives", None) or {})})
+    needed = sorted(space.needed_metrics)
     replay = scratch / "replay.json"
     replay.write_text(json.dumps({"configs": configs, "epochs": epochs, "needed": needed}))
     tune_s, out = _run(

@@ -75,7 +75,7 @@ class MnistCurves:
         return Curve(reports, tuple(self._seconds(row)), fails=bool(row.get("error")))
 
     def final_losses(self) -> np.ndarray:
-        from search import pareto
+        from search.methods import pareto
 
         done = [row["epochs"][-1] for row in self.rows if not row.get("error") and len(row["epochs"]) == self.space.max_epochs]
         return pareto.losses(done, self.objectives)
@@ -151,7 +151,7 @@ class NasBench201:
         return Curve(({m: values[m] for m in ("val_acc", "latency", "model_size", "train_time")},), (values["train_time"],))
 
     def final_losses(self) -> np.ndarray:
-        from search import pareto
+        from search.methods import pareto
 
         if self._final is None:
             self._final = pareto.losses(list(self.table.values()), self.objectives)

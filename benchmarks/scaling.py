@@ -31,7 +31,7 @@ def one_size(trials: int, scratch: Path) -> dict[str, Any]:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from search.results import trials_frame
+    from search.record.results import trials_frame
 
     space = scratch / "space.py"
     space.write_text(space_file("scaling", trials=trials, epochs=4, epoch_s=TRIAL_S / 4))

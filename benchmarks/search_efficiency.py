@@ -56,8 +56,8 @@ def measure(result: Any, budget_s: float) -> dict[str, Any]:
     """What one study achieved, read back from MLflow."""
     from mlflow import MlflowClient
 
-    from search import pareto
-    from search.results import trials_frame
+    from search.methods import pareto
+    from search.record.results import trials_frame
 
     client = MlflowClient(result.tracking_uri)
     experiment = client.get_experiment_by_name(result.experiment)
@@ -98,7 +98,7 @@ def replay(table: Any, finished: Any) -> dict[str, float | None]:
     """The run's configurations answered by the simulated benchmark's table (nearest recorded
     configuration, as the simulator answers): the hypervolume of the full-budget ones, scaled,
     and the median ratio of the run's epoch times to the table's, over every trial that reported."""
-    from search import pareto
+    from search.methods import pareto
 
     problem = _table()
     scale, reference = _table_scaling()
@@ -163,8 +163,8 @@ def replay_recorded(out: Path) -> dict[str, Any]:
     """Add the table replay to every run of the saved report, from the studies MLflow holds."""
     from mlflow import MlflowClient
 
-    from search.results import trials_frame
-    from search.tracking import default_tracking_uri
+    from search.record.results import trials_frame
+    from search.record.tracking import default_tracking_uri
 
     report = json.loads((out / "search_efficiency.json").read_text())
     client = MlflowClient(default_tracking_uri(out / "studies"))

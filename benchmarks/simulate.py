@@ -45,7 +45,7 @@ DESCRIPTION = {
     "nsga2-moasha": "NSGA-II + MO-ASHA",
     "syne-tune-moasha": "Syne Tune 0.16 MOASHA (random + its MO-ASHA)",
 }
-# What Optuna is told about trials stopped early (search.searchers.STOPPED_TRIALS), on the
+# What Optuna is told about trials stopped early (search.methods.searchers.STOPPED_TRIALS), on the
 # default method; the experiment that chose the shipped rule.
 STOPPED_TRIALS_ARMS = {
     f"{searcher}-{told}": {"searcher": searcher, "scheduler": "mo-asha", "stopped_trials": told}
@@ -149,7 +149,7 @@ def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
 def normalisation(name: str) -> tuple[Any, np.ndarray, float]:
     """For the named table: scaling of losses so its true front spans [0, 1]; the reference
     point; the true front's hypervolume. Computed once per process (and before forking)."""
-    from search import pareto
+    from search.methods import pareto
 
     losses = problem(name).final_losses()
     front = losses[pareto.nondominated_ranks(losses) == 0]

@@ -6,7 +6,7 @@ and its epochs "take" the seconds the table says on a simulated clock, on `probl
 simulated workers. Every decision comes from the policy:
 
 - `ProductPolicy` builds the product's own objects, exactly as `search.study.run_study` does
-  (`search.schedulers.make_scheduler`, `search.searchers.make_searcher` behind Ray's
+  (`search.methods.schedulers.make_scheduler`, `search.methods.searchers.make_searcher` behind Ray's
   `ConcurrencyLimiter`), and calls them in the order Ray's `TuneController` does: the
   scheduler's `on_trial_result` decides first, the searcher hears the result only if the trial
   goes on, and when a trial ends (stopped, or its last epoch) the scheduler's and the searcher's
@@ -133,8 +133,8 @@ class ProductPolicy:
     def __init__(self, space: Any, *, stopped_trials: str | None = None, sampler_options: dict[str, Any] | None = None) -> None:
         from ray.tune.search import ConcurrencyLimiter
 
-        from search.schedulers import make_scheduler
-        from search.searchers import make_searcher
+        from search.methods.schedulers import make_scheduler
+        from search.methods.searchers import make_searcher
 
         self.scheduler = make_scheduler(
             space.scheduler,
@@ -255,7 +255,7 @@ def anytime_hypervolume(
     ended: list[Ended], objectives: Mapping[str, str], scale: Callable[[np.ndarray], np.ndarray], reference: np.ndarray, times: np.ndarray
 ) -> np.ndarray:
     """Hypervolume of the full-budget trials ended by each of `times` (losses mapped by `scale`)."""
-    from search import pareto
+    from search.methods import pareto
 
     finished = [trial for trial in ended if trial.status == "finished"]
     loss = scale(pareto.losses([trial.result for trial in finished], objectives)) if finished else np.zeros((0, len(objectives)))

@@ -43,7 +43,7 @@ ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP
 def worker(kind: str) -> None:
     """In a child process: train (`train`), train the MLP (`mlp`) or measure again (`remeasure`);
     print the figures as JSON."""
-    from search import devices
+    from search.compute import devices
 
     claim = devices.pin_to_free_cores(1)
     from trainables.contract import TrialContext

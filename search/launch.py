@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from search import environment
 from search.errors import SpaceError
 from search.space import SCHEDULERS
 from search.space import SEARCHERS
-from trainables.contract import EPOCH
 from search.space import SearchSpace
 from search.space import load_space
+from trainables.contract import EPOCH
 
 EXIT_BAD_INPUT = 2
 EXIT_ALL_FAILED = 1
@@ -193,8 +193,8 @@ def _print_interrupted(
     """After Ctrl-C: what ended before the interruption, and the command that carries on."""
     import shlex
 
-    from search.results import load_study
-    from search.study import format_table
+    from search.record.results import load_study
+    from search.record.tables import format_table
 
     study = load_study(
         options.experiment or space.name,
@@ -212,10 +212,7 @@ def _print_interrupted(
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    if options.address and "RAY_AUTH_MODE" not in os.environ:  # read when Ray is first imported
-        from search.cluster import auth_mode
-
-        os.environ["RAY_AUTH_MODE"] = auth_mode()
+    environment.prepare(options.address)  # before anything imports Ray, which reads it
     try:
         space = apply_options(load_space(options.space_file), options)
         _check_results_dir(options.results_dir)
@@ -226,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from search.front import describe
+    from search.record.front import describe
+    from search.record.tables import format_table
+    from search.record.tracking import ui_command
     from search.study import StudyInterrupted
-    from search.study import format_table
     from search.study import run_study
-    from search.tracking import ui_command
 
     print(
         f"Study '{space.name}': {space.num_samples} trials of up to {space.max_epochs} epochs, "

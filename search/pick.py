@@ -13,7 +13,7 @@ import ast
 import sys
 from pathlib import Path
 
-from search.results import open_experiment
+from search.record.results import open_experiment
 
 
 def _bound(text: str) -> tuple[str, float]:

@@ -255,6 +255,12 @@ class SearchSpace:
     def primary_mode(self) -> str:
         return self.objectives[self.primary_metric]
 
+    @property
+    def needed_metrics(self) -> frozenset[str]:
+        """What the study decides on (objectives and rung objectives): a trainable may skip
+        costly final metrics outside it (`TrialContext.needed`)."""
+        return frozenset({*self.objectives, *(self.rung_objectives or {})})
+
     def validate(self) -> None:
         """Raise `SpaceError` naming the first problem found."""
         if not isinstance(self.name, str) or not self.name.strip():

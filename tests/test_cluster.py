@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from search.cluster import _probe
+from search.compute.cluster import _probe
 
 ROOT = Path(__file__).parents[1]
 
@@ -102,7 +102,7 @@ def _nodes(*resources):
 def test_a_request_no_node_can_hold_is_refused_with_what_exists_and_the_fix(monkeypatch, nodes, asked, message):
     import ray
 
-    from search import cluster
+    from search.compute import cluster
     from search.errors import SpaceError
     from search.space import load_space
 
@@ -118,7 +118,7 @@ def test_a_request_no_node_can_hold_is_refused_with_what_exists_and_the_fix(monk
 def test_requests_that_fit_pass_and_a_short_cluster_or_an_autoscaler_gets_a_note(monkeypatch):
     import ray
 
-    from search import cluster
+    from search.compute import cluster
     from search.space import load_space
 
     space = load_space(ROOT / "spaces/mnist.py")  # 1 CPU per trial, 2 at a time

@@ -42,7 +42,7 @@ def stub_nvidia_smi(tmp_path, monkeypatch):
 
 
 def test_a_fraction_of_a_gpu_is_capped_at_that_fraction_of_its_memory(stub_nvidia_smi, monkeypatch):
-    from search.devices import _fraction_of_gpu_memory_mb
+    from search.compute.devices import _fraction_of_gpu_memory_mb
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
     assert _fraction_of_gpu_memory_mb(0.25) == 4096

@@ -179,7 +179,7 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
 
 
 def test_results_api_reads_the_study_back_from_mlflow(tiny_study):
-    from search.results import load_study
+    from search.record.results import load_study
 
     tmp_path, done = tiny_study
     assert done.returncode == 0, done.stderr

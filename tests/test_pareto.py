@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search import front
-from search import pareto
+from search.record import front
+from search.methods import pareto
 
 OBJECTIVES = {"val_accuracy": "max", "epoch_time_s": "min"}
 

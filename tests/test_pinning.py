@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from search import devices
+from search.compute import devices
 
 
 def test_core_claims_are_exclusive_and_released(tmp_path):
@@ -28,7 +28,7 @@ def test_core_claims_are_exclusive_and_released(tmp_path):
 TRIAL = textwrap.dedent("""
     import os, sys, threading, time
     from pathlib import Path
-    from search import devices
+    from search.compute import devices
 
     devices.CORE_LOCKS = Path(sys.argv[1])
     ready = threading.Event()

@@ -2,7 +2,7 @@ import re
 import io
 from types import SimpleNamespace
 
-from search.progress import ProgressLines
+from search.record.progress import ProgressLines
 
 
 def _progress(stream, **kwargs):

@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pandas as pd
 
-from search import front as front_module
-from search.remeasure import rank_alone
+from search.record import front as front_module
+from search.record.front import rank_alone
 
 OBJECTIVES = {"val_accuracy": "max", "epoch_time_s": "min"}
 

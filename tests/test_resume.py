@@ -75,13 +75,13 @@ def _trial_runs(client, experiment_id):
 # The first launch, its front phase slowed down so that a kill can land in it: it leaves a
 # marker file when the phase begins.
 SLOW_FRONT = """
-import sys, time, search.front
-record = search.front.record
+import sys, time, search.record.front
+record = search.record.front.record
 def slow_record(*args, **kwargs):
     open({marker!r}, "w").close()
     time.sleep(30)
     return record(*args, **kwargs)
-search.front.record = slow_record
+search.record.front.record = slow_record
 from search.launch import main
 sys.exit(main({arguments!r}))
 """
@@ -140,7 +140,7 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path, whe
     assert len({r.data.params["x"] for r in trials}) == 8
     import optuna
 
-    from search.searchers import journal
+    from search.methods.searchers import journal
 
     (record,) = optuna.get_all_study_summaries(journal(tmp_path / "results" / "optuna.journal"))
     optuna_trials = optuna.load_study(study_name=record.study_name, storage=journal(tmp_path / "results" / "optuna.journal")).trials
@@ -219,9 +219,9 @@ def test_a_study_that_fails_after_its_trials_ends_every_run_and_resume_finishes_
     arguments = [str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
     # The model registry fails in the front phase, after every trial has ended.
     failing = (
-        "import sys, search.front\n"
+        "import sys, search.record.front\n"
         "def record(*args, **kwargs): raise RuntimeError('model registry unreachable')\n"
-        "search.front.record = record\n"
+        "search.record.front.record = record\n"
         "from search.launch import main\n"
         f"sys.exit(main({arguments!r}))\n"
     )
@@ -250,19 +250,19 @@ def test_a_study_that_fails_after_its_trials_ends_every_run_and_resume_finishes_
 
 
 def _claim(args):
-    from search.study import _claim_checkpoint_dir
+    from search.compute.trial import claim_checkpoint_dir
 
     root, session, trial_id = args
-    return _claim_checkpoint_dir(root, {"x": 0.5}, session, trial_id).name
+    return claim_checkpoint_dir(root, {"x": 0.5}, session, trial_id).name
 
 
 def test_checkpoint_directories_are_claimed_once_even_when_trials_race(tmp_path):
     from concurrent.futures import ProcessPoolExecutor
 
-    from search.study import _claim_checkpoint_dir
+    from search.compute.trial import claim_checkpoint_dir
 
     # An earlier launch left a checkpoint of this configuration behind.
-    earlier = _claim_checkpoint_dir(tmp_path, {"x": 0.5}, "earlier", "t0")
+    earlier = claim_checkpoint_dir(tmp_path, {"x": 0.5}, "earlier", "t0")
     with ProcessPoolExecutor(4) as pool:
         claimed = list(pool.map(_claim, [(tmp_path, "now", f"t{i}") for i in range(8)]))
     # Eight trials of this launch with the same configuration, claiming at once: exactly one
@@ -280,7 +280,7 @@ def test_a_run_killed_before_its_configuration_was_written_gets_it_when_its_tria
     import optuna
     import pandas as pd
 
-    from search.tracking import StudyRuns, TrialRuns
+    from search.record.tracking import StudyRuns, TrialRuns
 
     runs = StudyRuns(f"sqlite:///{tmp_path / 'mlflow.db'}", "killed", tmp_path / "artifacts")
     runs.start_parent("study", {}, {"role": "study"})

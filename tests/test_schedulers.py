@@ -4,7 +4,7 @@ import numpy as np
 
 from ray.tune.schedulers import TrialScheduler
 
-from search.schedulers import RecordingASHA
+from search.methods.schedulers import RecordingASHA
 
 
 def test_asha_records_only_trials_it_stops_before_their_last_epoch():
@@ -22,8 +22,8 @@ def test_asha_records_only_trials_it_stops_before_their_last_epoch():
     assert scheduler.stopped_early == {"bad"}
 
 
-from search.schedulers import MultiObjectiveASHA
-from search.schedulers import rung_milestones
+from search.methods.schedulers import MultiObjectiveASHA
+from search.methods.schedulers import rung_milestones
 
 OBJECTIVES = {"val_accuracy": "max", "epoch_time_s": "min"}
 
@@ -232,3 +232,33 @@ def test_syne_tunes_moasha_reads_the_front_order_as_priorities_and_stops_a_domin
     assert decisions == ["CONTINUE", "STOP", "STOP"]
     ours = MultiObjectiveASHA(OBJECTIVES, max_t=16, grace_period=1, reduction_factor=4)
     assert list(_decide(ours, [(f"t{i}", v) for i, v in enumerate(arrivals)], 1).values()) == ["CONTINUE", "STOP", "CONTINUE"]
+
+
+def test_a_users_own_ray_scheduler_is_made_to_record_whom_it_stops_early():
+    """Any Ray Tune scheduler passed as an object keeps the study's record of early stops."""
+    import pytest
+    from ray.tune.schedulers import ASHAScheduler
+
+    from search.errors import SpaceError
+    from search.methods.schedulers import recording
+
+    theirs = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=3, grace_period=1, reduction_factor=2)
+    name = type(theirs).__name__
+    scheduler = recording(theirs, max_t=3)
+    # It is still the scheduler it was, under its name, with its own settings, now keeping the record.
+    assert scheduler is theirs and isinstance(scheduler, ASHAScheduler) and type(scheduler).__name__ == name
+    good, bad = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="bad")
+    for trial in (good, bad):
+        scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, good, {"epoch": 1, "val_accuracy": 0.9}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(None, bad, {"epoch": 1, "val_accuracy": 0.5}) == TrialScheduler.STOP
+    # A stop before the last epoch is recorded, with its rung; the end of the last epoch is not.
+    scheduler.on_trial_result(None, good, {"epoch": 2, "val_accuracy": 0.95})
+    assert scheduler.on_trial_result(None, good, {"epoch": 3, "val_accuracy": 0.96}) == TrialScheduler.STOP
+    assert scheduler.stopped_early == {"bad"} and dict(scheduler.stopped_at_rung) == {1: 1}
+    # The study's own schedulers already keep the record and are left as they are.
+    own = RecordingASHA(metric="val_accuracy", mode="max", max_t=3)
+    assert recording(own, max_t=3) is own and type(own) is RecordingASHA
+    # Anything else is refused with what was expected and what came.
+    with pytest.raises(SpaceError, match=r"Ray Tune TrialScheduler\. Received: scheduler='fifo' \(of type str\)"):
+        recording("fifo", max_t=3)

@@ -3,8 +3,8 @@ import pytest
 from optuna.trial import TrialState
 
 from search.errors import SpaceError
-from search.searchers import TruthfulOptunaSearch
-from search.searchers import make_sampler
+from search.methods.searchers import TruthfulOptunaSearch
+from search.methods.searchers import make_sampler
 from search.space import Float
 from search.space import SearchSpace
 from trainables.mnist import train
@@ -61,7 +61,7 @@ def test_ray_tunes_own_random_search_samples_the_declared_space():
 
     from ray.tune.search.sample import Domain
 
-    from search.searchers import variant_generator
+    from search.methods.searchers import variant_generator
     from search.space import Choice, Float, Int, SearchSpace
     from trainables.mnist import train
 
@@ -102,7 +102,7 @@ def test_ray_tunes_random_search_refuses_conditional_parameters():
 
 @pytest.mark.parametrize("told", ["infeasible", "pruned", "ignored"])
 def test_a_stopped_trial_is_told_as_chosen_and_never_reaches_optunas_front(told):
-    from search.searchers import make_searcher
+    from search.methods.searchers import make_searcher
 
     space = _space().replace(max_epochs=8)
     searcher = make_searcher(space, {"s"}.__contains__, stopped_trials=told)
@@ -121,8 +121,8 @@ def test_a_stopped_trial_is_told_as_chosen_and_never_reaches_optunas_front(told)
 
 def _interrupted_study(path, space, suggested=6, ended=3):
     """A study in the journal at `path` killed with `suggested - ended` trials running."""
-    from search.searchers import journal
-    from search.searchers import make_searcher
+    from search.methods.searchers import journal
+    from search.methods.searchers import make_searcher
 
     live = make_searcher(space, lambda trial_id: False, storage=journal(path), study_name="s")
     configs = [live.suggest(f"t{i}") for i in range(suggested)]
@@ -132,8 +132,8 @@ def _interrupted_study(path, space, suggested=6, ended=3):
 
 
 def test_a_resumed_searcher_continues_its_optuna_study_and_never_repeats_a_configuration(tmp_path):
-    from search.searchers import journal
-    from search.searchers import make_searcher
+    from search.methods.searchers import journal
+    from search.methods.searchers import make_searcher
 
     space = _space().replace(seed=7)
     before = _interrupted_study(tmp_path / "optuna.journal", space)
@@ -161,8 +161,8 @@ def test_a_resumed_searcher_continues_its_optuna_study_and_never_repeats_a_confi
     ],
 )
 def test_resume_refuses_a_space_that_changed_and_names_what_changed(tmp_path, change, message):
-    from search.searchers import journal
-    from search.searchers import make_searcher
+    from search.methods.searchers import journal
+    from search.methods.searchers import make_searcher
 
     space = _space().replace(max_epochs=8)
     _interrupted_study(tmp_path / "optuna.journal", space)
@@ -173,8 +173,8 @@ def test_resume_refuses_a_space_that_changed_and_names_what_changed(tmp_path, ch
 
 
 def test_resume_without_the_searchers_record_is_refused_and_a_name_is_never_reused(tmp_path):
-    from search.searchers import journal
-    from search.searchers import make_searcher
+    from search.methods.searchers import journal
+    from search.methods.searchers import make_searcher
 
     storage = journal(tmp_path / "optuna.journal")
     with pytest.raises(SpaceError, match="the searcher's record of study 'gone' is missing"):
@@ -185,10 +185,61 @@ def test_resume_without_the_searchers_record_is_refused_and_a_name_is_never_reus
 
 
 def test_sampler_options_reach_the_sampler_and_optunas_defaults_stay_otherwise():
-    from search.searchers import make_searcher
+    from search.methods.searchers import make_searcher
 
     never = lambda trial_id: False  # noqa: E731
     # Optuna's 10 random draws before TPE models, for one objective or several, unless told.
     assert make_searcher(_space(), never)._sampler._n_startup_trials == 10
     assert make_searcher(_space().replace(objectives={"val_accuracy": "max"}), never)._sampler._n_startup_trials == 10
     assert make_searcher(_space(), never, sampler_options={"n_startup_trials": 3})._sampler._n_startup_trials == 3
+
+
+# A study run through the Python API with a scheduler and a sampler passed as objects.
+OBJECTS = """
+import json, sys
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler
+
+from search.space import Float, SearchSpace
+from search.study import run_study
+
+
+def train(config, context):
+    for epoch in range(1, config["epochs"] + 1):
+        context.report({"epoch": epoch, "score": config["x"] * epoch, "complete": epoch == config["epochs"]})
+
+
+train.metrics = ("epoch", "score", "complete")
+space = SearchSpace(
+    name="objects", trainable=train, params={"x": Float(0.0, 1.0)}, objectives={"score": "max"},
+    num_samples=8, max_epochs=4, max_concurrent=1, seed=0,
+)
+scheduler = ASHAScheduler(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2)
+result = run_study(space, results_dir=sys.argv[1], scheduler=scheduler, sampler=optuna.samplers.RandomSampler(seed=5))
+print(json.dumps({"stopped_early": sorted(scheduler.stopped_early), "parent": result.parent_run_id}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_scheduler_and_a_sampler_passed_as_objects_run_the_study(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    (tmp_path / "objects.py").write_text(OBJECTS)
+    done = subprocess.run([sys.executable, str(tmp_path / "objects.py"), str(tmp_path / "results")], capture_output=True, text=True, timeout=280, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    study = client.get_run(outcome["parent"])
+    # The study run names the objects' classes as its scheduler and searcher.
+    assert study.data.params["scheduler"] == "AsyncHyperBandScheduler" and study.data.params["searcher"] == "RandomSampler"
+    trials = client.search_runs([study.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{outcome['parent']}'")
+    assert len(trials) == 8
+    # The trials the user's scheduler stopped early end KILLED; the others ran every epoch.
+    killed = {run.data.tags["ray_trial_id"] for run in trials if run.info.status == "KILLED"}
+    assert killed and killed == set(outcome["stopped_early"])
+    assert all(run.info.status == "FINISHED" and run.data.metrics["epoch"] == 4 for run in trials if run.data.tags["ray_trial_id"] not in killed)

@@ -134,7 +134,7 @@ def test_a_real_run_is_replayed_on_the_table_it_is_compared_with():
     from benchmarks.search_efficiency import replay
     from benchmarks.simulate import normalisation
     from benchmarks.simulate import problem
-    from search import pareto
+    from search.methods import pareto
 
     table = problem("mnist-curves")
     rows = [row for row in table.rows[:12] if len(row["epochs"]) == table.space.max_epochs]

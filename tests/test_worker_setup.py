@@ -23,7 +23,7 @@ def test_a_worker_imports_what_the_trainable_declares_and_never_tensorflow_other
     done = _python(
         """
         import sys
-        from search.devices import quiet_worker
+        from search.compute.devices import quiet_worker
         quiet_worker()
         print("declared" in sys.modules, "tensorflow" in sys.modules)
         """,
@@ -40,7 +40,7 @@ def test_the_first_import_of_a_noisy_package_is_silent_and_a_failing_one_shows_w
     done = _python(
         """
         import sys
-        from search.devices import _QuietImport
+        from search.compute.devices import _QuietImport
         sys.meta_path.insert(0, _QuietImport("noisy"))
         sys.meta_path.insert(0, _QuietImport("broken"))
         import noisy

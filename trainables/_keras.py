@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 
+from trainables.contract import TENSORFLOW_QUIET
 from trainables.stderr import swallowed as stderr_swallowed
 
+# Set on import, on purpose: this module is the one way into TensorFlow for the kit, so the
+# settings TensorFlow reads at its import are decided here and nowhere else (a user's own win).
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+for _name, _value in TENSORFLOW_QUIET.items():
+    os.environ.setdefault(_name, _value)
 
 
 with stderr_swallowed():

@@ -45,6 +45,9 @@ EPOCH = "epoch"  # epochs done (1, 2, ...): the schedulers' time axis and MLflow
 COMPLETE = "complete"  # True on the last report: the trial ended on its own (budget or own early stopping)
 RESUMED_FROM_EPOCH = "resumed_from_epoch"  # on the first report after continuing from a checkpoint
 TRAIN_TIME_S = "train_time_s"  # cumulative training seconds; a study sums it (`summed_train_time_s`)
+# TensorFlow's C++ start-up and runtime chatter off: set before TensorFlow is imported, by the
+# Keras kit in its own process (`trainables._keras`) and by a study for its driver and workers.
+TENSORFLOW_QUIET = {"TF_CPP_MIN_LOG_LEVEL": "3"}
 
 Report = Callable[[dict[str, Any]], None]
 

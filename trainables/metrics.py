@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
@@ -22,6 +21,7 @@ from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
 from trainables.contract import RESUMED_FROM_EPOCH
 from trainables.contract import Report
+from trainables.timing import median_ms
 
 if TYPE_CHECKING:
     import tf_keras
@@ -236,18 +236,6 @@ def gzipped_model_bytes(model: tf_keras.Model) -> int:
         return os.path.getsize(path + ".gz")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def median_ms(run: Callable[[], Any], *, repeats: int, warmup: int = 5) -> float:
-    """Median wall time in milliseconds of `run()`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        run()
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        timings.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(timings)
 
 
 def inference_ms(model: tf_keras.Model, example: np.ndarray, *, repeats: int = 50) -> float:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainables.timing import median_ms
+
 if TYPE_CHECKING:
     import tf_keras
 
@@ -137,8 +139,6 @@ def evaluate(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> float
 
 def latency_ms(flatbuffer: bytes, example: np.ndarray, *, repeats: int = 100) -> float:
     """Median wall time in milliseconds of one batch-1 inference in the interpreter (1 thread)."""
-    from trainables.metrics import median_ms
-
     runner = interpreter(flatbuffer, threads=1)
     source = runner.get_input_details()[0]
     runner.set_tensor(source["index"], _quantize_input(example[np.newaxis], source))

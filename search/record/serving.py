@@ -23,7 +23,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]  # the project: `search` and `trainables` travel with the model
 TFLITE, KERAS = "model.tflite", "model.keras"
 
 

@@ -104,7 +104,7 @@ class ProgressLines(tune.Callback):
         self._say(f"{self.name_of(trial)} {status} at epoch {result.get('epoch', '?')}: {shown}", trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
-        from search.tracking import error_message
+        from search.record.tracking import error_message
 
         self.counts["failed"] += 1
         self._say(f"{self.name_of(trial)} FAILED: {error_message(trial)[:200]}", trials, trial)

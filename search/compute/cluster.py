@@ -123,7 +123,7 @@ def check_resources(space: Any) -> str | None:
 
     A one-worker trial needs its `cpus_per_trial` and `gpus_per_trial` on one node; a
     multi-worker trial needs each worker's share on some node and the whole request in the
-    cluster (see `search.devices.run_workers`). A cluster with an autoscaler is not refused: it
+    cluster (see `search.compute.devices.run_workers`). A cluster with an autoscaler is not refused: it
     may add a node that fits.
 
     Returns:
@@ -135,7 +135,7 @@ def check_resources(space: Any) -> str | None:
     """
     import ray
 
-    from search.devices import DRIVER_CPUS
+    from search.compute.devices import DRIVER_CPUS
 
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
     cpus, gpus, workers = float(space.cpus_per_trial), float(space.gpus_per_trial), int(space.workers_per_trial)

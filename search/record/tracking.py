@@ -54,6 +54,9 @@ RAY_RESULT_KEYS = frozenset(
 
 # The Optuna trial's user attribute that holds its MLflow run id.
 MLFLOW_RUN_ID = "mlflow_run_id"
+# Trials that ran to an end (as `search.record.results` names run statuses) a resumed study
+# keeps; the others (interrupted, cut off) run again.
+ENDED = ("finished", "stopped", "failed")
 
 
 def default_tracking_uri(results_dir: Path) -> str:
@@ -247,8 +250,6 @@ class TrialRuns(tune.Callback):
         searcher suggests again) its own run back when it runs again. A run is matched to its
         Optuna trial by its `optuna_trial` tag, set when the run was created."""
         import pandas as pd
-
-        from search.results import ENDED
 
         numbers = {row["run_id"]: int(str(row["trial"]).rsplit("-", 1)[-1]) for _, row in table.iterrows()}
         self.next_number = max([self.next_number, *(n + 1 for n in numbers.values())])

@@ -23,85 +23,24 @@ would time a different thing).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
 from typing import TYPE_CHECKING
+from typing import Any
 
 from trainables.contract import TrialContext
 from trainables.contract import never
 
 if TYPE_CHECKING:  # a trial process imports this module (`save_config`): it stays light
-    import pandas as pd
-
-    from search.front import Front
+    from search.record.front import Front
+    from search.record.front import Remeasured
     from search.space import SearchSpace
 
 CONFIG_SUFFIX = ".config.json"  # beside each trial's model directory: the config it trained
 TIMEOUT_S = 600.0  # per configuration
-
-
-@dataclasses.dataclass(frozen=True)
-class Remeasured:
-    """The front measured alone."""
-
-    front: Front  # the study's front points, re-measured objectives replaced, ranked again
-    metrics: list[str]  # the objectives measured again
-    measured: dict[str, dict[str, float]]  # everything measured alone, by trial name
-    notes: list[str]  # trials that could not be measured again, and why
-    seconds: float
-
-    def changes(self, study: Front) -> pd.DataFrame:
-        """One row per front trial: each re-measured objective in the study and alone, the
-        relative change, and whether the trial stays on the front and is its knee."""
-        import numpy as np
-        import pandas as pd
-
-        rows = []
-        alone = self.front.table.set_index("trial")
-        for _, point in study.points.iterrows():
-            trial = point["trial"]
-            row: dict[str, Any] = {"trial": trial}
-            for metric in self.metrics:
-                before = float(point[metric])
-                after = self.measured.get(trial, {}).get(metric, np.nan)
-                row[f"{metric} (study)"] = before
-                row[f"{metric} (alone)"] = after
-                row[f"{metric} change"] = after / before - 1 if before else np.nan
-            row["on front alone"] = bool(alone.loc[trial, "on_front"])
-            row["knee alone"] = bool(alone.loc[trial, "knee"])
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    def describe(self, study: Front) -> str:
-        """The comparison as aligned text, with one line saying how far contention moved it."""
-        import numpy as np
-
-        from search.study import format_table
-
-        changes = self.changes(study)
-        shown = changes.copy()
-        for metric in self.metrics:
-            shown[f"{metric} change"] = [f"{value:+.0%}" if np.isfinite(value) else "-" for value in changes[f"{metric} change"]]
-        shown["on front alone"] = np.where(changes["on front alone"], "yes", "no")
-        shown["knee alone"] = np.where(changes["knee alone"], "*", "")
-        lines = [format_table(shown, hide=())]
-        for metric in self.metrics:
-            moved = changes[f"{metric} change"].dropna()
-            if not moved.empty:
-                lines.append(f"{metric} alone differs from the study's figure by {moved.min():+.0%} to {moved.max():+.0%}.")
-        dropped = int((~changes["on front alone"]).sum())
-        lines.append(
-            f"{len(changes) - dropped} of {len(changes)} front trials stay non-dominated on the figures measured alone"
-            f" ({self.seconds:.0f} s to measure)."
-        )
-        lines.extend(self.notes)
-        return "\n".join(lines)
 
 
 def save_config(model_dir: str | Path, config: Mapping[str, Any]) -> None:
@@ -172,6 +111,8 @@ def measure_front(
             progress(note)
         return None
     alone = {trial: values["remeasure"] for trial, values in measured.items() if "remeasure" in values}
+    from search.record.front import rank_alone
+
     return rank_alone(front, space.objectives, metrics, alone, notes=notes, seconds=time.time() - started)
 
 
@@ -187,29 +128,6 @@ def _record_finished(front: Front, runs: Any, measured: dict[str, dict[str, floa
             if metric in front.table:
                 column = pd.to_numeric(front.table[metric], errors="coerce")  # no value was an object column
                 front.table[metric] = column.mask(front.table["trial"] == trial, value)
-
-
-def rank_alone(
-    front: Front,
-    objectives: Mapping[str, str],
-    metrics: list[str],
-    measured: dict[str, dict[str, float]],
-    *,
-    notes: list[str] | None = None,
-    seconds: float = 0.0,
-) -> Remeasured:
-    """The front's points with `metrics` replaced by what was `measured` alone (by trial; a
-    trial missing there keeps its study figures), ranked again against the study's reference
-    point."""
-    from search.front import analyse
-
-    table = front.points.copy()
-    for trial, values in measured.items():
-        for metric in metrics:
-            if metric in values:
-                table.loc[table["trial"] == trial, metric] = float(values[metric])
-    again = analyse(table, objectives, reference_point=front.reference_point)
-    return Remeasured(again, list(metrics), measured, list(notes or []), seconds)
 
 
 def _measure(
@@ -257,7 +175,7 @@ def _measure_alone(
 ) -> dict[str, dict[str, float] | str]:
     """The Ray task: `trainable.<method>` of one configuration for each method in turn, in a
     process set up and pinned like a trial's; what each measured, or why it could not."""
-    from search import devices
+    from search.compute import devices
 
     devices.prepare_process(cpus, gpu_memory_mb)
     pinned = devices.pin_to_free_cores(cpus)

@@ -2,6 +2,9 @@
 
 Only trials that ran every epoch count: a trial stopped early has partial objectives (fewer
 epochs of accuracy), so it can neither join the front nor move the hypervolume.
+
+`Remeasured` is the front ranked again on its speed measured alone, once the trials have ended
+(measured by `search.compute.remeasure`).
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from search import pareto
+from search.methods import pareto
+from search.record.tables import format_table
 
 if TYPE_CHECKING:
-    from search.remeasure import Remeasured
-    from search.tracking import StudyRuns
+    from search.record.tracking import StudyRuns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,78 @@ def analyse(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Remeasured:
+    """The front measured alone."""
+
+    front: Front  # the study's front points, re-measured objectives replaced, ranked again
+    metrics: list[str]  # the objectives measured again
+    measured: dict[str, dict[str, float]]  # everything measured alone, by trial name
+    notes: list[str]  # trials that could not be measured again, and why
+    seconds: float
+
+    def changes(self, study: Front) -> pd.DataFrame:
+        """One row per front trial: each re-measured objective in the study and alone, the
+        relative change, and whether the trial stays on the front and is its knee."""
+        rows = []
+        alone = self.front.table.set_index("trial")
+        for _, point in study.points.iterrows():
+            trial = point["trial"]
+            row: dict[str, Any] = {"trial": trial}
+            for metric in self.metrics:
+                before = float(point[metric])
+                after = self.measured.get(trial, {}).get(metric, np.nan)
+                row[f"{metric} (study)"] = before
+                row[f"{metric} (alone)"] = after
+                row[f"{metric} change"] = after / before - 1 if before else np.nan
+            row["on front alone"] = bool(alone.loc[trial, "on_front"])
+            row["knee alone"] = bool(alone.loc[trial, "knee"])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def describe(self, study: Front) -> str:
+        """The comparison as aligned text, with one line saying how far contention moved it."""
+        changes = self.changes(study)
+        shown = changes.copy()
+        for metric in self.metrics:
+            shown[f"{metric} change"] = [f"{value:+.0%}" if np.isfinite(value) else "-" for value in changes[f"{metric} change"]]
+        shown["on front alone"] = np.where(changes["on front alone"], "yes", "no")
+        shown["knee alone"] = np.where(changes["knee alone"], "*", "")
+        lines = [format_table(shown, hide=())]
+        for metric in self.metrics:
+            moved = changes[f"{metric} change"].dropna()
+            if not moved.empty:
+                lines.append(f"{metric} alone differs from the study's figure by {moved.min():+.0%} to {moved.max():+.0%}.")
+        dropped = int((~changes["on front alone"]).sum())
+        lines.append(
+            f"{len(changes) - dropped} of {len(changes)} front trials stay non-dominated on the figures measured alone"
+            f" ({self.seconds:.0f} s to measure)."
+        )
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def rank_alone(
+    front: Front,
+    objectives: Mapping[str, str],
+    metrics: list[str],
+    measured: dict[str, dict[str, float]],
+    *,
+    notes: list[str] | None = None,
+    seconds: float = 0.0,
+) -> Remeasured:
+    """The front's points with `metrics` replaced by what was `measured` alone (by trial; a
+    trial missing there keeps its study figures), ranked again against the study's reference
+    point."""
+    table = front.points.copy()
+    for trial, values in measured.items():
+        for metric in metrics:
+            if metric in values:
+                table.loc[table["trial"] == trial, metric] = float(values[metric])
+    again = analyse(table, objectives, reference_point=front.reference_point)
+    return Remeasured(again, list(metrics), measured, list(notes or []), seconds)
+
+
 def record(
     front: Front,
     runs: StudyRuns,
@@ -105,7 +181,7 @@ def record(
 ) -> dict[str, str]:
     """Write the front to MLflow: trial tags, parent artifacts and metrics, front models.
 
-    With `remeasured` (the front measured again alone, `search.remeasure`), each front trial
+    With `remeasured` (the front measured again alone, `search.compute.remeasure`), each front trial
     also gets its figures measured alone (`<metric>_alone`) and the tags `on_front_alone` and
     `knee_alone`; the study run gets `front_alone.csv` and `front_alone_hypervolume`; and the
     registry aliases follow the figures measured alone.
@@ -114,8 +190,8 @@ def record(
     """
     from mlflow.entities import Metric
 
-    from search.plots import hypervolume_plot
-    from search.plots import pareto_plot
+    from search.record.plots import hypervolume_plot
+    from search.record.plots import pareto_plot
 
     table = front.table
     for _, row in table.iterrows():
@@ -188,7 +264,7 @@ def _register_front_models(
 ) -> dict[str, str]:
     from mlflow.exceptions import MlflowException
 
-    from search import serving
+    from search.record import serving
 
     uris: dict[str, str] = {}
     points = front.points
@@ -261,8 +337,6 @@ def discard_models(models_dir: Path) -> None:
 
 def describe(front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str]) -> str:
     """The front as aligned text for the terminal: knee first, objectives then parameters."""
-    from search.study import format_table
-
     points = front.points
     if points.empty:
         return "No trial ran its full budget, so there is no Pareto front."

@@ -3,7 +3,7 @@
 Everything comes from the MLflow store, so it works in a notebook on any machine that can reach the
 store, long after the study ran:
 
-    >>> from search.results import load_study
+    >>> from search.record.results import load_study
     >>> study = load_study("mnist", results_dir="results")      # the latest study of the experiment
     >>> study.trials[["trial", "status", "val_accuracy", "epoch_time_s"]]
     >>> study.front                                               # full-budget Pareto front
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from search.space import typed_params
-from search.tracking import default_tracking_uri
+from search.record.tracking import default_tracking_uri
 
 if TYPE_CHECKING:
     import optuna
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 # MLflow run status -> what happened to the trial.
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
-# Trials that ran to an end a resumed study keeps; the others (interrupted, cut off) run again.
-ENDED = ("finished", "stopped", "failed")
 
 
 @dataclasses.dataclass
@@ -158,7 +156,7 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
                 "pareto_rank": float(tags["pareto_rank"]) if tags.get("pareto_rank") else float("nan"),
                 "on_front": tags.get("on_front") == "true",
                 "knee": tags.get("knee") == "true",
-                # measured again alone at the study's end (`search.remeasure`); None if it was not
+                # measured again alone at the study's end (`search.compute.remeasure`); None if it was not
                 "on_front_alone": tags["on_front_alone"] == "true" if "on_front_alone" in tags else None,
                 "model_uri": tags.get("registered_model"),
                 "error": tags.get("error"),

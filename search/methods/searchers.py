@@ -179,6 +179,7 @@ def make_searcher(
     stopped_trials: str = "infeasible",
     first_configs: list[dict[str, Any]] | None = None,
     sampler_options: dict[str, Any] | None = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
 ) -> TruthfulOptunaSearch:
     """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
     optimising `space.objectives`; `first_configs` are suggested first. `sampler_options` go to
@@ -190,6 +191,9 @@ def make_searcher(
     (`SearchSpace.identity`); the searcher continues it: the trials an interruption cut off are
     suggested again first, as the same Optuna trials, and the sampler is seeded anew from the
     seed and the study's length, so it does not draw the configurations it drew before.
+
+    `sampler`, an Optuna sampler object, replaces `space.searcher`'s and is used as given (its
+    seed, its options; a resumed study should get one seeded anew).
     """
     seed = space.seed
     if resume:
@@ -200,7 +204,7 @@ def make_searcher(
         space=space.suggest,
         metric=list(space.objectives),
         mode=list(space.objectives.values()),
-        sampler=make_sampler(space.searcher, seed, **(sampler_options or {})),
+        sampler=sampler if sampler is not None else make_sampler(space.searcher, seed, **(sampler_options or {})),
         storage=storage,
         study_name=study_name,
         stopped_early=stopped_early,

@@ -16,8 +16,8 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.schedulers import TrialScheduler
 
 from search.errors import SpaceError
-from search.pareto import losses
-from search.pareto import promotion_rank
+from search.methods.pareto import losses
+from search.methods.pareto import promotion_rank
 from search.space import SCHEDULERS
 from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
@@ -77,7 +77,7 @@ class MultiObjectiveASHA(FIFOScheduler):
     vector is ranked among the vectors recorded at that rung before it, and recorded there. The
     ranking is Syne Tune's `NonDominatedPriority` (Schmucker et al. 2021; Salinas et al. 2021):
     non-dominated fronts first, and within a front an epsilon-net order that starts from the
-    point best on the first objective (`search.pareto.promotion_order`). The trial goes on if
+    point best on the first objective (`search.methods.pareto.promotion_order`). The trial goes on if
     its 0-based position `p` among the `n` vectors (itself included) satisfies
     `p / n <= 1 / reduction_factor`, so the first trial at a rung always goes on, and a tie is
     resolved in the newcomer's favour. Decisions are never revisited.
@@ -177,3 +177,46 @@ def make_scheduler(
     if kind == "none":
         return NoEarlyStopping()
     raise SpaceError(f"Unknown scheduler {kind!r}; choose one of {SCHEDULERS}.")
+
+
+class _RecordsStops:
+    """Mixed into the class of a user's own Ray Tune scheduler: records whom it stops before
+    their last epoch, as the study's own schedulers do (`recording`)."""
+
+    stopped_early: set[str]
+    stopped_at_rung: Counter[int]
+    recorded_max_t: int
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+        epoch = result.get(EPOCH, 0)
+        if decision == TrialScheduler.STOP and not result.get(COMPLETE) and epoch < self.recorded_max_t:
+            self.stopped_early.add(trial.trial_id)
+            self.stopped_at_rung[int(epoch)] += 1
+        return decision
+
+
+def recording(scheduler: TrialScheduler, *, max_t: int) -> TrialScheduler:
+    """`scheduler`, any Ray Tune scheduler a user passes (`run_study(scheduler=...)`), as the
+    study needs it: keeping `stopped_early` and `stopped_at_rung`, so the trials it stops end
+    KILLED and the searcher hears they ran short. The study's own schedulers keep them already;
+    another scheduler's class is extended in place with `_RecordsStops` (it stays an instance
+    of its class, with its settings and state).
+
+    Its time attribute should be the trainable's `epoch`, and its decisions CONTINUE or STOP
+    (a scheduler that pauses trials, such as PBT, is not supported).
+    """
+    if hasattr(scheduler, "stopped_early") and hasattr(scheduler, "stopped_at_rung"):
+        return scheduler
+    if not isinstance(scheduler, TrialScheduler):
+        raise SpaceError(
+            f"Expected a scheduler name (one of {SCHEDULERS}) or a Ray Tune TrialScheduler. "
+            f"Received: scheduler={scheduler!r} (of type {type(scheduler).__name__})."
+        )
+    kind = type(scheduler)
+    # The same name (the study run records it), with the record-keeping mixed in.
+    scheduler.__class__ = type(kind.__name__, (_RecordsStops, kind), {"__module__": __name__})
+    scheduler.stopped_early = set()  # type: ignore[attr-defined]
+    scheduler.stopped_at_rung = Counter()  # type: ignore[attr-defined]
+    scheduler.recorded_max_t = max_t  # type: ignore[attr-defined]
+    return scheduler
