@@ -98,3 +98,16 @@ def test_hypervolume_curve_uses_a_fixed_reference_and_never_falls():
     assert values == sorted(values) and values[-1] == pytest.approx(result.hypervolume)
     # (0.95, 2) and (0.90, 1) against (0.8, 4): 0.15*2 + 0.10*3 - 0.10*2 = 0.4.
     assert result.hypervolume == pytest.approx(0.4)
+
+
+def test_the_hypervolume_curve_is_the_hypervolume_of_every_prefix():
+    from search.methods.pareto import hypervolume
+    from search.methods.pareto import hypervolume_curve
+
+    rng = np.random.default_rng(3)
+    for objectives in (2, 3):
+        # Integer losses make ties and duplicates; a few points lie beyond the reference point.
+        loss = rng.integers(0, 12, size=(60, objectives)).astype(float)
+        reference = np.full(objectives, 10.0)
+        expected = [hypervolume(loss[: k + 1], reference) for k in range(len(loss))]
+        assert np.allclose(hypervolume_curve(loss, reference), expected)

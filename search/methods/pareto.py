@@ -129,3 +129,22 @@ def hypervolume(loss: np.ndarray, reference: np.ndarray) -> float:
     if len(inside) == 0:
         return 0.0
     return float(compute_hypervolume(inside, np.asarray(reference, dtype=float)))
+
+
+def hypervolume_curve(loss: np.ndarray, reference: np.ndarray) -> list[float]:
+    """The hypervolume of every prefix of `loss` (rows in the order the points came): element k
+    is the hypervolume of the first k + 1 points.
+
+    Only a point that no earlier point weakly dominates can change it, and then only the
+    prefix's non-dominated points count: the curve costs one hypervolume of the current front
+    per change of the front, not one of the whole prefix per point.
+    """
+    curve: list[float] = []
+    front = np.empty((0, loss.shape[1]))
+    value = 0.0
+    for point in loss:
+        if not np.any(np.all(front <= point, axis=1)):
+            front = np.vstack([front[~np.all(point <= front, axis=1)], point])
+            value = hypervolume(front, reference)
+        curve.append(value)
+    return curve

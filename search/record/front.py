@@ -83,12 +83,10 @@ def analyse(
         on_front = finished[ranks == 0]
         table.loc[on_front[pareto.knee_index(loss[ranks == 0])], "knee"] = True
         hypervolume = pareto.hypervolume(loss, reference)
-        order = np.argsort(table.loc[finished, "ended_at"].to_numpy(dtype=float), kind="stable")
         ended = table.loc[finished, "ended_at"].to_numpy(dtype=float)
-        for count in range(1, len(order) + 1):
-            seen = order[:count]
-            elapsed = float(ended[seen[-1]] - started_at)
-            curve.append((elapsed, pareto.hypervolume(loss[seen], reference)))
+        order = np.argsort(ended, kind="stable")
+        values = pareto.hypervolume_curve(loss[order], reference)
+        curve = [(float(ended[i] - started_at), value) for i, value in zip(order, values)]
     return Front(
         table=table,
         reference_point={m: float(v) for m, v in zip(objectives, reference * signs)},
