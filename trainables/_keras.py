@@ -26,4 +26,4 @@ with stderr_swallowed():
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["keras", "stderr_swallowed", "tf"]
+__all__ = ["keras", "tf"]

@@ -59,8 +59,8 @@ def to_tflite(
         representative: training images to calibrate activation ranges ("int8" only; about
             100 are enough).
     """
-    from trainables._keras import stderr_swallowed
     from trainables._keras import tf
+    from trainables.stderr import swallowed as stderr_swallowed
 
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"`quantization` must be one of {QUANTIZATIONS}, but got {quantization=}.")
@@ -84,7 +84,7 @@ def to_tflite(
 
 def interpreter(flatbuffer: bytes, *, threads: int = 1):
     """A TFLite interpreter for `flatbuffer` (LiteRT's when installed, else TensorFlow's)."""
-    from trainables._keras import stderr_swallowed
+    from trainables.stderr import swallowed as stderr_swallowed
 
     try:
         from ai_edge_litert.interpreter import Interpreter

@@ -47,7 +47,7 @@ from search.record.tables import format_table
 from search.record.tables import study_table
 from search.record.tracking import TrialRuns
 from search.space import SearchSpace
-from search.study import resume as resuming
+import search.study.resume as resuming
 from trainables.contract import TRAIN_TIME_S
 
 if TYPE_CHECKING:

@@ -102,7 +102,7 @@ def run_study(
     environment.prepare(address)
     # Imported now: they import Ray, which reads the settings just made.
     from search.record.tracking import default_tracking_uri
-    from search.study import phases
+    import search.study.phases as phases
 
     if resume and space.searcher == "variant" and sampler is None:
         raise SpaceError("searcher 'variant' cannot resume a study (Ray keeps no history of it); use an Optuna searcher.")
