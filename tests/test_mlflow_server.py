@@ -1,17 +1,24 @@
 """A real MLflow server serves a study's runs over its REST API (what the MLflow UI reads)."""
 
+import http.client
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
 
 def _free_port() -> int:
@@ -168,3 +175,74 @@ def test_a_study_rides_out_its_tracking_server_going_away_for_a_few_seconds(tmp_
     assert "has not answered for 10 s" in output and "answered again after" in output
     assert "View run" not in output  # MLflow's own per-run links stay out of the terminal
     assert study.data.metrics["trials_finished"] == 8
+
+
+class _CuttingProxy(ThreadingHTTPServer):
+    """Passes requests to a real tracking server; the answer to the first request for each path in
+    `cut` loses its body (the server did the work, then went away mid-answer, as a kill can land)."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: int, cut: set[str]) -> None:
+        self.upstream, self.cut = upstream, set(cut)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _pass(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                connection = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body or None, headers)
+                answer = connection.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                path = self.path.split("?")[0]
+                if path in proxy.cut:
+                    proxy.cut.discard(path)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_POST = _pass
+
+        proxy = self
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.mark.timeout(300)
+def test_a_write_whose_answer_the_server_lost_is_made_once(tmp_path):
+    from search.record.tracking import WatchedClient
+
+    port = _free_port()
+    server = _start_server(tmp_path / "mlflow.db", port, tmp_path / "artifacts")
+    create, log = "/api/2.0/mlflow/runs/create", "/api/2.0/mlflow/runs/log-batch"
+    proxy = _CuttingProxy(port, {create, log})
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        client = WatchedClient(f"http://127.0.0.1:{proxy.server_address[1]}", stream=io.StringIO())
+        experiment = client.create_experiment("cut")
+        run = client.create_run(experiment, run_name="trial_0", tags={"optuna_trial": "0"})
+        client.log_batch(run.info.run_id, metrics=[Metric("score", 0.5, 1000, 1)])
+        assert not proxy.cut, "the proxy did not cut both answers"
+        # Without the client's own retry, a lost answer is an error that ends the study.
+        proxy.cut.add(log)
+        plain = MlflowClient(f"http://127.0.0.1:{proxy.server_address[1]}")
+        with pytest.raises(MlflowException, match="Connection broken"):
+            plain.log_batch(run.info.run_id, metrics=[Metric("score", 0.7, 2000, 2)])
+    finally:
+        proxy.shutdown()
+        _stop_server(server)
+    reader = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (made,) = reader.search_runs([experiment])
+    assert made.info.run_id == run.info.run_id and made.data.tags["optuna_trial"] == "0"
+    history = reader.get_metric_history(run.info.run_id, "score")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7)]

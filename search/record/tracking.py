@@ -92,23 +92,51 @@ def trial_text(result: dict[str, Any]) -> dict[str, str]:
     return text
 
 
+def broke_mid_answer(error: BaseException) -> bool:
+    """Whether a call to a tracking server failed because the connection broke while the server
+    answered (it died mid-response): MLflow's own retries cover a server that refuses or drops a
+    connection before answering, not a body cut short, so such a call is tried again here."""
+    import requests
+    from urllib3.exceptions import MaxRetryError
+    from urllib3.exceptions import ProtocolError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ChunkedEncodingError, ProtocolError)):
+            return True
+        if isinstance(seen, requests.exceptions.ConnectionError):
+            # One MLflow's retries already gave up on (the server stayed away) is final.
+            return not any(isinstance(arg, MaxRetryError) for arg in seen.args)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class WatchedClient:
     """An `MlflowClient` that says so when its store stops answering, rather than the study
-    falling silent, and says so again when it answers.
+    falling silent, says so again when it answers, and tries a call again when the server went
+    away in the middle of answering it.
 
     MLflow itself retries a request to a tracking server that is gone or busy, with backoff, for
     about four minutes (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`); meanwhile the study waits, its
     trials' results held by Ray, and nothing is lost if the server comes back. A call that has not
     returned after `patience_s` prints one line; its return prints how long the store was away.
+
+    A server killed while answering may or may not have done what it was asked. The writes the
+    study makes are safe to repeat (the same parameters, tags, status; a metric point with the
+    same key, step, time and value is stored once), except creating a run: a `create_run` whose
+    answer was lost looks for the run it may have made before making another.
     """
 
-    def __init__(self, tracking_uri: str, patience_s: float = 10.0, stream: Any = None) -> None:
+    def __init__(
+        self, tracking_uri: str, patience_s: float = 10.0, stream: Any = None, attempts: int = 5
+    ) -> None:
         from mlflow import MlflowClient
 
         self._client = MlflowClient(tracking_uri)
         self._uri = tracking_uri
         self._patience_s = patience_s
         self._stream = stream
+        self._attempts = attempts
         self._silent_since: float | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -118,19 +146,51 @@ class WatchedClient:
 
         @functools.wraps(attribute)
         def call(*args: Any, **kwargs: Any) -> Any:
-            started = time.monotonic()
-            timer = threading.Timer(self._patience_s, self._say_silent, (started,))
-            timer.daemon = True
-            timer.start()
-            try:
-                return attribute(*args, **kwargs)
-            finally:
-                timer.cancel()
-                if self._silent_since is not None:
-                    self._say(f"MLflow at {self._uri} answered again after {time.monotonic() - self._silent_since:.0f} s; the study goes on.")
-                    self._silent_since = None
+            return self._watched(attribute, args, kwargs)
 
         return call
+
+    def create_run(
+        self,
+        experiment_id: str,
+        start_time: int | None = None,
+        tags: dict[str, Any] | None = None,
+        run_name: str | None = None,
+    ) -> Any:
+        start_time = start_time or int(time.time() * 1000)
+
+        def made_before() -> Any:
+            for run in self._client.search_runs([experiment_id], f"attributes.start_time = {start_time}"):
+                if run.info.run_name == run_name and all(run.data.tags.get(k) == str(v) for k, v in (tags or {}).items()):
+                    return run
+            return None
+
+        return self._watched(
+            self._client.create_run, (experiment_id, start_time, tags, run_name), {}, made_before
+        )
+
+    def _watched(
+        self, method: Callable[..., Any], args: tuple, kwargs: dict[str, Any], made_before: Callable[[], Any] | None = None
+    ) -> Any:
+        started = time.monotonic()
+        timer = threading.Timer(self._patience_s, self._say_silent, (started,))
+        timer.daemon = True
+        timer.start()
+        try:
+            for attempt in range(self._attempts):
+                try:
+                    if attempt and made_before is not None and (done := made_before()) is not None:
+                        return done
+                    return method(*args, **kwargs)
+                except Exception as error:
+                    if attempt == self._attempts - 1 or not broke_mid_answer(error):
+                        raise
+                    time.sleep(min(2**attempt, 10))
+        finally:
+            timer.cancel()
+            if self._silent_since is not None:
+                self._say(f"MLflow at {self._uri} answered again after {time.monotonic() - self._silent_since:.0f} s; the study goes on.")
+                self._silent_since = None
 
     def _say_silent(self, started: float) -> None:
         self._silent_since = started
