@@ -121,10 +121,11 @@ class WatchedClient:
     trials' results held by Ray, and nothing is lost if the server comes back. A call that has not
     returned after `patience_s` prints one line; its return prints how long the store was away.
 
-    A server killed while answering may or may not have done what it was asked. The writes the
-    study makes are safe to repeat (the same parameters, tags, status; a metric point with the
-    same key, step, time and value is stored once), except creating a run: a `create_run` whose
-    answer was lost looks for the run it may have made before making another.
+    A server killed while answering may or may not have done what it was asked. The study's
+    writes are safe to repeat (the same parameters, tags, status, artifacts; a metric point with
+    the same key, step, time and value is stored once); creations are not: a `create_run` whose
+    answer was lost looks for the run it may have made before making another, and the other
+    `create_*` calls (once per study) are not tried again.
     """
 
     def __init__(
@@ -144,9 +145,11 @@ class WatchedClient:
         if not callable(attribute):
             return attribute
 
+        repeatable = not name.startswith("create_")
+
         @functools.wraps(attribute)
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._watched(attribute, args, kwargs)
+            return self._watched(attribute, args, kwargs, repeatable=repeatable)
 
         return call
 
@@ -170,7 +173,12 @@ class WatchedClient:
         )
 
     def _watched(
-        self, method: Callable[..., Any], args: tuple, kwargs: dict[str, Any], made_before: Callable[[], Any] | None = None
+        self,
+        method: Callable[..., Any],
+        args: tuple,
+        kwargs: dict[str, Any],
+        made_before: Callable[[], Any] | None = None,
+        repeatable: bool = True,
     ) -> Any:
         started = time.monotonic()
         timer = threading.Timer(self._patience_s, self._say_silent, (started,))
@@ -183,7 +191,7 @@ class WatchedClient:
                         return done
                     return method(*args, **kwargs)
                 except Exception as error:
-                    if attempt == self._attempts - 1 or not broke_mid_answer(error):
+                    if not repeatable or attempt == self._attempts - 1 or not broke_mid_answer(error):
                         raise
                     time.sleep(min(2**attempt, 10))
         finally:
