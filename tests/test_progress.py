@@ -50,3 +50,20 @@ def test_time_left_never_goes_beyond_the_time_budget():
     trial = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 1, "score": 1.0})
     progress.on_trial_complete(0, [trial], trial)
     assert re.search(r"~00:5\d left|~01:00 left", stream.getvalue())
+
+
+def test_once_every_trial_has_started_time_left_is_the_slowest_running_trials_last_epochs():
+    stream = io.StringIO()
+    progress = ProgressLines(
+        total=3, objectives={"score": "max"}, name_of=lambda trial: "t", stopped_early=lambda trial_id: False,
+        stream=stream, max_epochs=10,
+    )  # fmt: skip
+    progress.start -= 30  # two small trials ended within 30 s; the average says 15 s for the third
+    small = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 10, "score": 1.0})
+    progress.on_trial_complete(0, [small], small)
+    # The third trial has started: 2 of its 10 epochs in 40 s, so 160 s to go, not 15 s.
+    large = SimpleNamespace(trial_id="3", status="RUNNING", last_result={"training_iteration": 2, "time_total_s": 40.0})
+    progress.on_trial_complete(0, [small, large], small)
+    first, second = stream.getvalue().splitlines()
+    assert "~01:00 left" in first  # a trial still to start: the average of the ended ones
+    assert "~02:40 left" in second

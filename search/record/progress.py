@@ -43,7 +43,9 @@ class ProgressLines(tune.Callback):
         rung_objectives: dict[str, str] | None = None,
         cut_off: Callable[[str], bool] | None = None,
         time_budget_s: float | None = None,
+        max_epochs: int | None = None,
     ) -> None:
+        self.max_epochs = max_epochs
         self.cut_off = cut_off or (lambda trial_id: False)
         self.time_budget_s = time_budget_s
         self.total = total
@@ -65,11 +67,15 @@ class ProgressLines(tune.Callback):
         running = sum(1 for t in trials if t.status == "RUNNING" and t is not ended_trial)
         cut = f", {self.counts['cut off']} cut off" if self.counts["cut off"] else ""
         best = f", best {self.primary}={self.best[0]:.4g} ({self.best[1]})" if self.best else ""
-        # Remaining time, assuming the remaining trials take as long on average as the ended ones,
-        # and never beyond the time budget.
+        # Remaining time, assuming the remaining trials take as long on average as the ended ones;
+        # once every trial has started, the longest of the running ones to its last epoch (a
+        # large trial left alone at the end); never beyond the time budget.
         left = ""
         if 0 < ended < self.total:
             estimate = elapsed / ended * (self.total - ended)
+            if ended + running >= self.total:
+                still = [t for t in trials if t.status == "RUNNING" and t is not ended_trial]
+                estimate = max((self._to_last_epoch(t) for t in still), default=0.0) or estimate
             if self.time_budget_s is not None:
                 estimate = max(min(estimate, self.time_budget_s - elapsed), 0.0)
             left = f", ~{_clock(estimate)} left"
@@ -81,6 +87,14 @@ class ProgressLines(tune.Callback):
             flush=True,
         )
         self.last_said = time.monotonic()
+
+    def _to_last_epoch(self, trial: Trial) -> float:
+        """The time a running trial needs to reach `max_epochs` at its pace so far; 0 unknown."""
+        result = trial.last_result or {}
+        done, spent = result.get("training_iteration"), result.get("time_total_s")
+        if not self.max_epochs or not done or not spent:
+            return 0.0
+        return max(self.max_epochs - done, 0) * spent / done
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         # A heartbeat while long trials run and none ends.

@@ -252,6 +252,7 @@ def run_trials(
                 stopped_early=method.stopped_early,
                 already_ended=dict(resumed.ended["status"].value_counts()) if resumed else None,
                 time_budget_s=space.time_budget_s,
+                max_epochs=space.max_epochs,
             )
         )
     tuner = _tuner(study, method, callbacks, verbose, remaining)
