@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    from search.methods.recipes import RECIPE
     from search.record.front import describe
+    from search.record.front import describe_targets
     from search.record.tables import format_table
     from search.record.tracking import ui_command
     from search.study import StudyInterrupted
@@ -268,8 +270,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Stopped early: {stops}.")
     print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}), full-budget trials first:")
     print(format_table(table, rows=10))
-    print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
-    print(describe(result.front, space.objectives, list(space.params), result.model_uris))
+    if result.recipes is not None:
+        print(f"\nFront over recipes (every epoch of every trial, {len(result.recipes)} recipes) over {list(space.objectives)} (* = knee):")
+        print(describe(result.front, space.objectives, list(space.params), result.model_uris, key=RECIPE))
+    else:
+        print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
+        print(describe(result.front, space.objectives, list(space.params), result.model_uris))
+    if result.targets is not None and not result.targets.empty:
+        print("\nFastest recipe to each target (the least training time to reach it):")
+        print(describe_targets(result.targets, result.model_uris, set(result.front.points[RECIPE])))
     if result.remeasured is not None:
         print("\nThe front measured again alone, one configuration at a time (* = knee on those figures;"
               " the registry's aliases follow them):")

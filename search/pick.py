@@ -1,8 +1,11 @@
 """Pick a saved model: `python -m search.pick EXPERIMENT --min val_accuracy=0.97 --best inference_ms`.
 
 Searches the Pareto-front models of every study in the experiment (only front models are kept
-and registered), keeps those meeting every `--min`/`--max` bound, and prints the best one by
-`--best`, with its registered model URI and how to load (`mlflow.pyfunc.load_model`) and serve
+and registered): full-budget trials' models, and for studies whose front is over recipes each
+front recipe's model (its configuration trained for that many epochs), with the recipe's
+figures at its epoch. Keeps those meeting every `--min`/`--max` bound, and prints the best one by
+`--best` (`--min val_accuracy=0.97 --best train_time_s`: the recipe that reaches 0.97 in the
+least training time), with its registered model URI and how to load (`mlflow.pyfunc.load_model`) and serve
 (`mlflow models serve`) it. `--download DIR` also fetches the MLflow model's files.
 """
 
@@ -10,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from search.record.results import open_experiment
 
@@ -52,6 +57,59 @@ def _direction(client: object, experiment_id: str, metric: str, explicit: str | 
     return "min"
 
 
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A front model: a full-budget trial's (`epoch` None) or a recipe's (the model after `epoch`)."""
+
+    trial: str
+    uri: str
+    run_id: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    epoch: int | None = None
+
+
+def _meets(metrics: dict[str, float], options: argparse.Namespace) -> bool:
+    return all(name in metrics and metrics[name] >= value for name, value in options.lower) and all(
+        name in metrics and metrics[name] <= value for name, value in options.upper
+    )
+
+
+def _front_trials(client: Any, experiment_id: str, options: argparse.Namespace) -> list[Candidate]:
+    """Front models of studies whose front is over full-budget trials, meeting the bounds."""
+    clauses = ["tags.on_front = 'true'", "tags.registered_model != ''"]
+    clauses += [f"metrics.{name} >= {value!r}" for name, value in options.lower]
+    clauses += [f"metrics.{name} <= {value!r}" for name, value in options.upper]
+    runs = client.search_runs([experiment_id], filter_string=" and ".join(clauses), max_results=5000)
+    return [Candidate(run.info.run_name, run.data.tags["registered_model"], run.info.run_id, dict(run.data.metrics), dict(run.data.params)) for run in runs]
+
+
+def _front_recipes(client: Any, experiment: str, options: argparse.Namespace) -> list[Candidate]:
+    """Front recipes' models (registered with an `epoch` tag), with their run's metrics at
+    that epoch (the recipe's figures), meeting the bounds."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name = '{experiment}'")
+    except MlflowException:  # nothing registered under that name yet
+        return []
+    found = []
+    runs: dict[str, Any] = {}
+    for version in versions:
+        if "epoch" not in version.tags or not version.run_id:
+            continue
+        epoch = int(version.tags["epoch"])
+        run = runs.get(version.run_id) or runs.setdefault(version.run_id, client.get_run(version.run_id))
+        metrics = {}
+        for name in run.data.metrics:
+            at_epoch = [m.value for m in client.get_metric_history(run.info.run_id, name) if m.step == epoch]
+            if at_epoch:
+                metrics[name] = at_epoch[-1]
+        if _meets(metrics, options):
+            found.append(Candidate(run.info.run_name, f"models:/{experiment}/{version.version}", run.info.run_id, metrics, dict(run.data.params), epoch))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     import logging
@@ -72,31 +130,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     direction = _direction(client, experiment_id, metric, explicit or None)
-    clauses = ["tags.on_front = 'true'", "tags.registered_model != ''"]
-    clauses += [f"metrics.{name} >= {value!r}" for name, value in options.lower]
-    clauses += [f"metrics.{name} <= {value!r}" for name, value in options.upper]
     try:
-        candidates = client.search_runs(
-            [experiment_id], filter_string=" and ".join(clauses), max_results=5000
-        )
+        candidates = [*_front_trials(client, experiment_id, options), *_front_recipes(client, options.experiment, options)]
     except MlflowException as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2
     ranked = sorted(
-        (run for run in candidates if metric in run.data.metrics),
-        key=lambda run: run.data.metrics[metric],
+        (candidate for candidate in candidates if metric in candidate.metrics),
+        key=lambda candidate: candidate.metrics[metric],
         reverse=direction == "max",
     )
     if not ranked:
-        bounds = ", ".join(clauses[2:]) or "no bounds"
+        bounds = ", ".join([*(f"{n} >= {v!r}" for n, v in options.lower), *(f"{n} <= {v!r}" for n, v in options.upper)]) or "no bounds"
         print(f"No front model in {options.experiment!r} reports {metric} and meets {bounds}.", file=sys.stderr)
         return 1
-    run = ranked[0]
-    uri = run.data.tags["registered_model"]
-    print(f"{run.info.run_name} ({uri}, run {run.info.run_id}): best {metric} ({direction}) among front models meeting the bounds")
-    for name in sorted(run.data.metrics):
-        print(f"  {name} = {run.data.metrics[name]:.6g}")
-    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(run.data.params.items())))
+    picked = ranked[0]
+    uri = picked.uri
+    if picked.epoch is None:
+        print(f"{picked.trial} ({uri}, run {picked.run_id}): best {metric} ({direction}) among front models meeting the bounds")
+    else:
+        print(
+            f"{picked.trial} after epoch {picked.epoch} ({uri}, run {picked.run_id}): best {metric} ({direction}) "
+            "among front recipes meeting the bounds"
+        )
+    for name in sorted(picked.metrics):
+        print(f"  {name} = {picked.metrics[name]:.6g}")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(picked.params.items())))
+    if picked.epoch is not None:
+        print(
+            f"  recipe: this config trained for {picked.epoch} epoch{'s' if picked.epoch != 1 else ''}, its schedules set for "
+            f"epochs={picked.params.get('epochs', '?')} as the trial ran it (the model above is that epoch's)"
+        )
     print(f'  load:  mlflow.pyfunc.load_model("{uri}")  (tracking URI {tracking_uri})')
     print(f"  serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m {uri} --env-manager local")
     if options.download:

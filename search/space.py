@@ -28,6 +28,7 @@ SPACE_MODULE_PREFIX = "_search_space_"  # space files are imported under this mo
 # Optuna samplers, all seeded; "variant" is Ray Tune's own random search (BasicVariantGenerator).
 SEARCHERS = ("tpe", "nsga2", "random", "variant")
 SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
+FRONTS = ("trials", "recipes")  # what the front is over: full-budget trials, or every epoch of every trial
 
 
 def _check_range(name: str, low: float, high: float, *, log: bool, stepped: bool) -> None:
@@ -215,6 +216,18 @@ class SearchSpace:
         time_budget_s: wall-clock seconds after which the study stops starting trials and cuts
             off those running (they end KILLED, tagged `cut_off`, and stay off the front);
             None runs all `num_samples` trials.
+        front: what the Pareto front is over. "trials" (default): full-budget trials, each
+            with its figures after its last epoch; the question "which configuration, trained
+            for `max_epochs`, is best" (e.g. throughput of one epoch, `epoch_time_s`).
+            "recipes": every epoch of every trial, stopped trials included (a recipe is the
+            configuration trained until the end of that epoch; `search.methods.recipes`); with a
+            cumulative time objective (`train_time_s`) it answers "which configuration reaches
+            the accuracy I need in the least training time". Needs objectives the trainable
+            reports after every epoch.
+        targets: metric -> values, e.g. {"val_accuracy": [0.95, 0.97]}: the study records each
+            trial's training time to each value (`time_to_val_accuracy_0.95_s`) and names the
+            fastest recipe per target. The direction is the metric's objective direction
+            ("max": at least the value), else "max". Needs a front over recipes.
     """
 
     name: str
@@ -238,6 +251,8 @@ class SearchSpace:
     reference_point: Mapping[str, float] | None = None
     rung_objectives: Mapping[str, str] | None = None
     time_budget_s: float | None = None
+    front: str = "trials"
+    targets: Mapping[str, Sequence[float]] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -254,6 +269,11 @@ class SearchSpace:
     @property
     def primary_mode(self) -> str:
         return self.objectives[self.primary_metric]
+
+    @property
+    def recipe_targets(self) -> list[tuple[str, float]]:
+        """`targets` as (metric, value) pairs, in order."""
+        return [(metric, float(value)) for metric, values in (self.targets or {}).items() for value in values]
 
     @property
     def needed_metrics(self) -> frozenset[str]:
@@ -322,7 +342,30 @@ class SearchSpace:
             raise SpaceError(f"`gpu_memory_mb` must be a whole number of MB > 0, but got {self.gpu_memory_mb!r}.")
         if self.gpu_memory_mb is not None and not self.gpus_per_trial:
             raise SpaceError("`gpu_memory_mb` caps GPU memory, but `gpus_per_trial` is 0; set both or neither.")
+        self._validate_front()
         self._validate_with_trainable()
+
+    def _validate_front(self) -> None:
+        from trainables.contract import TRAIN_TIME_S
+
+        if self.front not in FRONTS:
+            raise SpaceError(f"`front` must be one of {FRONTS}, but got front={self.front!r}.")
+        if self.targets is None:
+            return
+        if self.front != "recipes":
+            raise SpaceError('`targets` are times to reach a value over recipes; set front="recipes" as well.')
+        if not isinstance(self.targets, Mapping) or not self.targets:
+            raise SpaceError(f'`targets` must be a dict such as {{"val_accuracy": [0.95, 0.97]}}, but got {self.targets!r}.')
+        reported = getattr(self.trainable, "metrics", None)
+        for metric, values in self.targets.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise SpaceError(f"`targets[{metric!r}]` must be a non-empty list of numbers, but got {values!r}.")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise SpaceError(f"`targets[{metric!r}]` must hold finite numbers, but got {list(values)}.")
+            if reported is not None and metric not in reported:
+                raise SpaceError(f"Unknown target metric {metric!r}: {self.trainable.__name__} reports {sorted(reported)}.")
+        if reported is not None and TRAIN_TIME_S not in reported:
+            raise SpaceError(f"`targets` are reached in training time, but {self.trainable.__name__} does not report {TRAIN_TIME_S!r}.")
 
     def _validate_conditions(self) -> None:
         names = list(self.params)
@@ -434,6 +477,8 @@ class SearchSpace:
             "constants": text(dict(self.constants)),
             "trainable": getattr(self.trainable, "__qualname__", repr(self.trainable)),
             **{field: text(getattr(self, field)) for field in fields},
+            # What Optuna is told depends on it; left out at its default, so studies made before it existed resume.
+            **({"front": self.front} if self.front != "trials" else {}),
         }
 
     def fix(self, values: Mapping[str, Any]) -> SearchSpace:

@@ -1,5 +1,7 @@
-"""MNIST: which learning rate, batch size, model, augmentation and pruning give the best accuracy
-for the least training time per epoch. About 5 minutes on 2 CPU cores with the bundled digits."""
+"""MNIST: which learning rate, batch size, model, augmentation and pruning reach the accuracy you
+need in the least training time. Every epoch of every trial is a recipe (the configuration
+trained that long); the front is over recipes. About 6 minutes on 2 CPU cores with the bundled
+digits."""
 
 from search.space import Choice
 from search.space import Float
@@ -18,7 +20,10 @@ SPACE = SearchSpace(
         "augment": Float(0.0, 0.5),  # augmentation strength; 0 = off
         "final_sparsity": Float(0.0, 0.8, step=0.1),  # share of weights pruned; 0 = off
     },
-    objectives={"val_accuracy": "max", "epoch_time_s": "min"},  # first one drives early stopping
+    # Accuracy against training time so far (s, warm-up included, validation not); the first drives early stopping.
+    objectives={"val_accuracy": "max", "train_time_s": "min"},
+    front="recipes",  # the front is over every epoch of every trial: time to an accuracy
+    targets={"val_accuracy": [0.93, 0.95, 0.96, 0.97]},  # the terminal names the fastest recipe to each
     constants={"data_source": "auto", "depth": 2},
     num_samples=24,
     max_epochs=8,

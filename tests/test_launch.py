@@ -34,7 +34,8 @@ def _variant(old: str, new: str) -> str:
         (_variant("Int(16, 256, log=True)", "Int(256, 16, log=True)"), ["bad.py"], "`width`: the range is empty or inverted"),
         (_variant("Float(3e-4, 1e-2, log=True)", "Float(-1e-3, 1e-2)"), ["bad.py"], "`learning_rate` = -0.001 is rejected by the trainable: `learning_rate` must be positive"),
         (_variant("Choice([32, 64, 128, 256])", "Choice([0, 64])"), ["bad.py"], "`batch_size` = 0 is rejected by the trainable: `batch_size` must be positive"),
-        (_variant('"epoch_time_s": "min"', '"epoch_seconds": "min"'), ["bad.py"], "Unknown objective ['epoch_seconds']"),
+        (_variant('"train_time_s": "min"', '"train_seconds": "min"'), ["bad.py"], "Unknown objective ['train_seconds']"),
+        (_variant('targets={"val_accuracy":', 'targets={"val_acc":'), ["bad.py"], "Unknown target metric 'val_acc'"),
         (None, [str(ROOT / "spaces/mnist.py"), "--set", "widht=3"], "Unknown config keys ['widht']"),
         (None, [str(ROOT / "spaces/mnist.py"), "--max-epochs", "1", "--grace-period", "2"], "grace_period"),
         (None, [str(ROOT / "spaces/mnist.py"), "--tracking-uri", "http://127.0.0.1:9/"], "is unreachable"),
@@ -75,8 +76,8 @@ def test_unknown_cli_option_or_value_exits_2(capsys, args):
 
 
 @pytest.mark.timeout(600)
-def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
-    tmp_path, done = tiny_study
+def test_tiny_study_records_parent_and_nested_trial_runs(tiny_per_epoch_study):
+    tmp_path, done = tiny_per_epoch_study
     assert done.returncode == 0, done.stdout + done.stderr
 
     # The terminal shows progress, the summary table and how to open the MLflow UI.
@@ -178,6 +179,61 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_study):
     assert picked.stdout.startswith(f"{fastest.info.run_name} ({fastest.data.tags['registered_model']}")
 
 
+@pytest.mark.timeout(600)
+def test_the_default_study_answers_with_the_fastest_recipe_to_each_target(tiny_study):
+    import pandas as pd
+
+    tmp_path, done = tiny_study
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The terminal shows the front over recipes (each point with its epoch) and a line per target.
+    assert "Front over recipes (every epoch of every trial" in done.stdout
+    assert "Fastest recipe to each target" in done.stdout and "val_accuracy >= 0.97" in done.stdout
+    assert "Traceback" not in done.stderr and "HDF5" not in done.stdout + done.stderr
+
+    store = tmp_path / "results" / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("smoke")
+    [parent] = client.search_runs([experiment.experiment_id], filter_string="tags.role = 'study'")
+    trials = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.data.params["front"] == "recipes"
+    # Each trial run has its training time after every epoch (step = epoch), stopped trials too.
+    for run in trials:
+        epochs = int(run.data.metrics["epoch"])
+        times = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_time_s"))
+        assert [step for step, _ in times] == list(range(1, epochs + 1))
+        assert all(a < b for (_, a), (_, b) in zip(times, times[1:]))  # cumulative
+    # Every epoch of every trial is a recipe in recipes.csv; pareto.csv has the epoch of each point.
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto.csv", "pareto.png", "recipes.csv", "targets.csv"} <= artifacts
+    recipes = pd.read_csv(client.download_artifacts(parent.info.run_id, "recipes.csv"))
+    assert len(recipes) == sum(int(run.data.metrics["epoch"]) for run in trials)
+    front = pd.read_csv(client.download_artifacts(parent.info.run_id, "pareto.csv"))
+    assert {"recipe", "epoch", "val_accuracy", "train_time_s"} <= set(front.columns)
+    assert set(front["recipe"]) == set(recipes.loc[recipes["on_front"], "recipe"])
+    # The answer to a target the study reached is its fastest recipe reaching it, read from all recipes.
+    target = float(recipes["val_accuracy"].median())
+    reached = recipes[recipes["val_accuracy"] >= target].sort_values("train_time_s").iloc[0]
+    picked = subprocess.run(
+        [sys.executable, "-m", "search.pick", "smoke", "--results-dir", str(tmp_path / "results"),
+         "--min", f"val_accuracy={target}", "--best", "train_time_s"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert picked.returncode == 0, picked.stderr
+    assert picked.stdout.startswith(f"{reached['trial']} after epoch {int(reached['epoch'])} (")
+    assert f"train_time_s = {reached['train_time_s']:.6g}" in picked.stdout
+    # That recipe's model is the model after its epoch: registered, tagged with it, and it loads with pyfunc.
+    uri = picked.stdout.split("(", 1)[1].split(",", 1)[0]
+    version = client.get_model_version("smoke", uri.rsplit("/", 1)[1])
+    assert version.tags["epoch"] == str(int(reached["epoch"])) and version.source.endswith(f"/model-epoch-{int(reached['epoch'])}")
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.predict(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28, 1)
+    # Its deployed figures were measured on that model, at that epoch of its trial's run.
+    history = client.get_metric_history(version.run_id, "tflite_accuracy")
+    assert [m.step for m in history if m.step == int(reached["epoch"])]
+
+
 def test_results_api_reads_the_study_back_from_mlflow(tiny_study):
     from search.record.results import load_study
 
@@ -188,10 +244,14 @@ def test_results_api_reads_the_study_back_from_mlflow(tiny_study):
     # One row per trial with its status, typed parameters and final objectives.
     assert len(trials) == 4 and set(trials["status"]) <= {"finished", "stopped"}
     assert trials["learning_rate"].dtype == float and trials["batch_size"].dtype == int
-    assert study.objectives == {"val_accuracy": "max", "epoch_time_s": "min"}
-    # Stopped trials are flagged; the front holds full-budget trials only, each with a model URI.
+    assert study.objectives == {"val_accuracy": "max", "train_time_s": "min"}
+    # Stopped trials are flagged; every trial with a recipe on the front has a model URI.
     assert (trials["stopped_early"] == (trials["status"] == "stopped")).all()
-    assert (study.front["status"] == "finished").all() and study.front["model_uri"].str.startswith("models:/smoke/").all()
+    assert study.front_kind == "recipes" and study.front["model_uri"].str.startswith("models:/smoke/").all()
+    # Recipes and the fastest per target read back.
+    recipes = study.recipes()
+    assert set(recipes["trial"]) == set(trials["trial"]) and recipes["on_front"].any()
+    assert list(study.targets()["target"]) == [0.93, 0.95, 0.96, 0.97]
     # Per-epoch history, and the full-budget trials as an Optuna study.
     history = study.history(study.front.iloc[0]["trial"])
     assert list(history["epoch"]) == [1, 2]

@@ -119,6 +119,23 @@ def test_a_stopped_trial_is_told_as_chosen_and_never_reaches_optunas_front(told)
     assert [t.number for t in searcher.optuna_study.best_trials] == [0]
 
 
+def test_over_recipes_a_stopped_trial_is_a_complete_observation_and_may_reach_optunas_front():
+    from search.methods.searchers import make_searcher
+
+    # A front over recipes with cumulative training time: a trial stopped after 2 epochs ran two
+    # real recipes, so by default it is told COMPLETE with the values it reached.
+    space = _space().replace(max_epochs=8, objectives={"val_accuracy": "max", "train_time_s": "min"}, front="recipes")
+    searcher = make_searcher(space, {"s"}.__contains__)
+    results = {"f": {"epoch": 8, "val_accuracy": 0.9, "train_time_s": 16.0}, "s": {"epoch": 2, "val_accuracy": 0.6, "train_time_s": 0.4}}
+    for trial_id, result in results.items():
+        searcher.suggest(trial_id)
+        searcher.on_trial_complete(trial_id, result)
+    stopped = searcher.optuna_study.trials[1]
+    assert stopped.state == TrialState.COMPLETE and stopped.values == [0.6, 0.4] and not stopped.constraints
+    # Faster and less accurate: both are on Optuna's front.
+    assert sorted(t.number for t in searcher.optuna_study.best_trials) == [0, 1]
+
+
 def _interrupted_study(path, space, suggested=6, ended=3):
     """A study in the journal at `path` killed with `suggested - ended` trials running."""
     from search.methods.searchers import journal

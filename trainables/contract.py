@@ -78,6 +78,10 @@ class TrialContext:
             interruption or a lost worker and removes it when the trial ends.
         cache_dir: a directory every trial of the study shares (e.g. for a distillation teacher
             trained once); removed when the study ends.
+        epoch_models: with `model_dir`, also save the model as it is after every epoch `k` in
+            `epoch_model_dir(model_dir, k)`, written before that epoch's report: a study whose
+            front is over recipes (every epoch of every trial) registers the models of the
+            recipes on its front, and `train.finish` measures them there.
         needed: the metrics the study decides on (its objectives, and what its scheduler
             compares); None means everything. A trainable may leave out costly final metrics
             not in it; if it offers `train.finish`, the study has it measure them for the trials
@@ -94,6 +98,14 @@ class TrialContext:
     checkpoint_dir: str | None = None
     cache_dir: str | None = None
     needed: frozenset[str] | None = None
+    epoch_models: bool = False
+
+
+def epoch_model_dir(model_dir: str, epoch: int) -> str:
+    """Where a trial asked for `epoch_models` saves its model after epoch `epoch`."""
+    import os
+
+    return os.path.join(model_dir, f"epoch-{int(epoch)}")
 
 
 class Trainable(Protocol):

@@ -228,6 +228,7 @@ class KerasTrainable:
         `output_example.npy` there, and measures it as a trial would have.
         """
         from trainables import metrics
+        from trainables import quantization
         from trainables._keras import keras
 
         if not context.model_dir or not os.path.exists(os.path.join(context.model_dir, "model.keras")):
@@ -235,7 +236,8 @@ class KerasTrainable:
         config, _, _ = self._set_up(config)
         try:
             split = _load_split(self.task, config)
-            model = keras.models.load_model(os.path.join(context.model_dir, "model.keras"), compile=False)
+            with quantization.load_scope(config["quantization"]):
+                model = keras.models.load_model(os.path.join(context.model_dir, "model.keras"), compile=False)
             return metrics.deployed_metrics(
                 model,
                 x_val=split.x_val,
@@ -397,6 +399,7 @@ class _Trial:
                 checkpoint=checkpoint,
                 resumed_from_epoch=initial_epoch,
                 known_metrics={**self.placement_info, **self.teacher_info},
+                save_epoch=self._epoch_saver(model, model_dir),
             )
             trained.fit(
                 self.train_ds,
@@ -410,6 +413,17 @@ class _Trial:
             if scratch is not None:
                 scratch.cleanup()
         return reporter.history[-1] if reporter.history else {}
+
+    def _epoch_saver(self, model: Any, model_dir: str | None) -> Any:
+        """What saves the model after each epoch when the study asks for it (`TrialContext.epoch_models`)."""
+        from trainables import metrics
+        from trainables import pruning
+        from trainables.contract import epoch_model_dir
+
+        if not (self.context.epoch_models and model_dir):
+            return None
+        x_val = self.split.x_val
+        return lambda epoch: metrics.save_model(pruning.strip_pruning(model), epoch_model_dir(model_dir, epoch), x_val)
 
     def time_steps(self, steps: int) -> dict[str, float]:
         """Build the model as `run` does (kept in `model`) and time `steps` training steps of its

@@ -26,6 +26,11 @@ from trainables.timing import median_ms
 if TYPE_CHECKING:
     import tf_keras
 
+# HDF5 is "legacy", but it is what `gzipped_model_bytes` measures best. A filter for the process,
+# not `warnings.catch_warnings`, which is not thread-safe: Ray runs a trial in a thread of its
+# worker, and Keras saves with threads of its own, so the warning reached the user's terminal.
+warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file", category=UserWarning)
+
 class StepTimer(keras.callbacks.Callback):
     """Wall and process CPU time of each training step of the current epoch (`walls`, `cpus`)."""
 
@@ -73,7 +78,8 @@ class EpochReporter(StepTimer):
     training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
     last report carries everything the trial measured and says it is the last. If
     `should_stop()` turns true, training ends after the current batch and nothing more is
-    reported. `known_metrics`, measured before training (e.g. of a distillation teacher), go
+    reported. `save_epoch(epoch)`, if given, saves the epoch's model before it is reported
+    (its time is not training time). `known_metrics`, measured before training (e.g. of a distillation teacher), go
     into the first report.
     """
 
@@ -87,8 +93,10 @@ class EpochReporter(StepTimer):
         checkpoint: EpochCheckpoint | None = None,
         resumed_from_epoch: int = 0,
         known_metrics: dict[str, float] | None = None,
+        save_epoch: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
+        self.save_epoch = save_epoch
         self.known_metrics = known_metrics or {}
         self.examples_per_epoch = examples_per_epoch
         self.report = report
@@ -148,6 +156,8 @@ class EpochReporter(StepTimer):
             metrics.update(self.final_metrics(), **{COMPLETE: True})
         if self.checkpoint is not None:
             self.checkpoint.save(epochs_done=epoch + 1, report=metrics)
+        if self.save_epoch is not None:  # before the report: a study may stop the trial on it
+            self.save_epoch(epoch + 1)
         self.history.append(metrics)
         self.report(metrics)
 
@@ -228,9 +238,7 @@ def gzipped_model_bytes(model: tf_keras.Model) -> int:
     directory = tempfile.mkdtemp()
     try:
         path = os.path.join(directory, "model.h5")
-        with warnings.catch_warnings():  # HDF5 is "legacy", but it is what gzip measures best
-            warnings.simplefilter("ignore", UserWarning)
-            model.save(path, include_optimizer=False)
+        model.save(path, include_optimizer=False)
         with open(path, "rb") as raw, gzip.open(path + ".gz", "wb") as packed:
             shutil.copyfileobj(raw, packed)
         return os.path.getsize(path + ".gz")
@@ -275,17 +283,24 @@ def model_metrics(
         "inference_ms": inference_ms(model, x_val[0]),
     }
     if model_dir:
-        os.makedirs(model_dir, exist_ok=True)
-        model.save(os.path.join(model_dir, "model.keras"))
-        example = x_val[:5].astype(np.float32)
-        np.save(os.path.join(model_dir, "input_example.npy"), example)
-        if not deployed:  # else `deployed_metrics` writes the deployed model's outputs
-            np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
+        save_model(model, model_dir, x_val, outputs=not deployed)  # else `deployed_metrics` writes the deployed model's
     if deployed:
         measured.update(
             deployed_metrics(model, x_val=x_val, y_val=y_val, quantization=quantization, representative=representative, model_dir=model_dir)
         )
     return measured
+
+
+def save_model(model: tf_keras.Model, model_dir: str, x_val: np.ndarray, *, outputs: bool = True) -> None:
+    """Write a trained (already stripped) model to `model_dir` as `model.keras`, with
+    `input_example.npy` (five validation inputs) and, with `outputs`, the model's outputs for
+    them (`output_example.npy`)."""
+    os.makedirs(model_dir, exist_ok=True)
+    model.save(os.path.join(model_dir, "model.keras"))
+    example = x_val[:5].astype(np.float32)
+    np.save(os.path.join(model_dir, "input_example.npy"), example)
+    if outputs:
+        np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
 
 
 def deployed_metrics(

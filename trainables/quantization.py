@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,18 @@ def quantize_for_training(model: tf_keras.Model) -> tf_keras.Model:
         annotate = tfmot.quantization.keras.quantize_annotate_layer
         annotated = keras.models.clone_model(model, clone_function=lambda layer: annotate(layer) if isinstance(layer, known) else layer)
         return tfmot.quantization.keras.quantize_apply(annotated)
+
+
+def load_scope(quantization: str) -> Any:
+    """The scope a saved model of this `quantization` loads in: QAT models hold
+    tensorflow-model-optimization's quantize wrappers, which Keras knows only inside it."""
+    import contextlib
+
+    if quantization != "qat":
+        return contextlib.nullcontext()
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot.quantization.keras.quantize_scope()
 
 
 def to_tflite(

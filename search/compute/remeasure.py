@@ -72,6 +72,7 @@ def measure_front(
     again: bool = True,
     progress: Callable[[str], None] = print,
     should_stop: Callable[[], bool] = never,
+    key: str = "trial",
 ) -> Remeasured | None:
     """The front's own measurements: one Ray task per front trial, one at a time.
 
@@ -79,6 +80,10 @@ def measure_front(
     decide on it (`train.finish`; the Keras kit's deployed TFLite model), then, when `again`,
     times the configuration again alone (`train.remeasure`). What `finish` measures is logged to
     the trial's run at its last epoch and written into `front.table` where it has the column.
+
+    `key` names a front point: "trial", or "recipe" for a front over recipes, whose points are
+    each measured on the model saved after its epoch (`finish` always runs for them: the
+    trial's own final figures are its last epoch's).
 
     Returns the front ranked again on the figures measured alone, or None when nothing was
     measured again (no front, `again` false, or no objective the trainable measures again). A
@@ -91,8 +96,8 @@ def measure_front(
     finishing = list(getattr(space.trainable, "finish_metrics", ())) if callable(getattr(space.trainable, "finish", None)) else []
     metrics = wanted(space) if again else []
     methods = {
-        row["trial"]: [
-            *(["finish"] if finishing and row["run_id"] and not set(finishing) <= set(runs.client.get_run(row["run_id"]).data.metrics) else []),
+        row[key]: [
+            *(["finish"] if finishing and row["run_id"] and (key != "trial" or not set(finishing) <= set(runs.client.get_run(row["run_id"]).data.metrics)) else []),
             *(["remeasure"] if metrics else []),
         ]
         for _, row in points.iterrows()
@@ -104,8 +109,8 @@ def measure_front(
         progress(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)}).")
     else:
         progress(f"Measuring what the front trials left out ({', '.join(finishing)}).")
-    measured, notes = _measure(points, space, cache_dir, should_stop, methods)
-    _record_finished(front, runs, {trial: values["finish"] for trial, values in measured.items() if "finish" in values})
+    measured, notes = _measure(points, space, cache_dir, should_stop, methods, key)
+    _record_finished(front, runs, {point: values["finish"] for point, values in measured.items() if "finish" in values}, key)
     if not metrics:
         for note in notes:
             progress(note)
@@ -116,22 +121,22 @@ def measure_front(
     return rank_alone(front, space.objectives, metrics, alone, notes=notes, seconds=time.time() - started)
 
 
-def _record_finished(front: Front, runs: Any, measured: dict[str, dict[str, float]]) -> None:
-    """What `train.finish` measured, into each trial's run (at its last epoch) and the front's table."""
+def _record_finished(front: Front, runs: Any, measured: dict[str, dict[str, float]], key: str = "trial") -> None:
+    """What `train.finish` measured, into each point's run (at its epoch) and the front's table."""
     import pandas as pd
 
     for trial, values in measured.items():
-        [row] = front.points[front.points["trial"] == trial].to_dict("records")
+        [row] = front.points[front.points[key] == trial].to_dict("records")
         step = int(row["epoch"]) if pd.notna(row.get("epoch")) else 0
         runs.log_metrics(row["run_id"], values, step=step)
         for metric, value in values.items():
             if metric in front.table:
                 column = pd.to_numeric(front.table[metric], errors="coerce")  # no value was an object column
-                front.table[metric] = column.mask(front.table["trial"] == trial, value)
+                front.table[metric] = column.mask(front.table[key] == trial, value)
 
 
 def _measure(
-    points: Any, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool], methods: Mapping[str, list[str]]
+    points: Any, space: SearchSpace, cache_dir: Path, should_stop: Callable[[], bool], methods: Mapping[str, list[str]], key: str = "trial"
 ) -> tuple[dict[str, dict[str, dict[str, float]]], list[str]]:
     """`train.<method>` for each of the methods each point's trial is given, in one Ray task
     per point with its trial's resources, one point at a time. Returns, by trial, what each
@@ -142,14 +147,14 @@ def _measure(
     measured: dict[str, dict[str, dict[str, float]]] = {}
     notes: list[str] = []
     for _, row in points.iterrows():
-        wanted_methods = methods.get(row["trial"], [])
+        wanted_methods = methods.get(row[key], [])
         if should_stop():
             break
         if not wanted_methods:
             continue
-        config_file = Path(str(row["model_dir"]) + CONFIG_SUFFIX)
+        config_file = Path(row.get("config_file") or str(row["model_dir"]) + CONFIG_SUFFIX)
         if not config_file.exists():
-            notes.append(f"{row['trial']}: not measured (its config was not kept).")
+            notes.append(f"{row[key]}: not measured (its config was not kept).")
             continue
         config = json.loads(config_file.read_text())
         reference = task.remote(
@@ -160,8 +165,8 @@ def _measure(
         except Exception as error:  # noqa: BLE001 - any failure leaves the study's figures standing
             ray.cancel(reference, force=True)
             results = {method: _reason(error) for method in wanted_methods}
-        measured[row["trial"]] = {method: values for method, values in results.items() if isinstance(values, dict)}
-        notes.extend(f"{row['trial']}: not measured by {method} ({reason})." for method, reason in results.items() if isinstance(reason, str))
+        measured[row[key]] = {method: values for method, values in results.items() if isinstance(values, dict)}
+        notes.extend(f"{row[key]}: not measured by {method} ({reason})." for method, reason in results.items() if isinstance(reason, str))
     return measured, notes
 
 

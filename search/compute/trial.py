@@ -41,6 +41,7 @@ def run_trial(
     session: str,
     needed: frozenset[str] | None = None,
     environment: Mapping[str, str] | None = None,
+    epoch_models: bool = False,
 ) -> None:
     """The Tune function: train one configuration, forwarding each report to Tune.
 
@@ -55,6 +56,9 @@ def run_trial(
     `cpus` and `gpus` (`devices.run_workers`), recorded by Ray Train under
     `train_runs_dir`; a trial stopped early ends with its process, which takes the Train run
     down with it.
+
+    With `epoch_models` (a study whose front is over recipes) the trainable also saves its
+    model after every epoch (`TrialContext.epoch_models`).
 
     `environment` holds the study's process settings (`search.environment`); a worker of a Ray
     that was started before the study set them (by its user) gets them here.
@@ -73,7 +77,7 @@ def run_trial(
         devices.run_workers(
             trainable,
             config,
-            {**directories, "needed": needed},
+            {**directories, "needed": needed, "epoch_models": epoch_models},
             workers=workers,
             cpus=cpus,
             gpus=gpus,
@@ -93,7 +97,7 @@ def run_trial(
             tune.report(metrics)
 
         try:
-            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, needed=needed, **directories))
+            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, needed=needed, epoch_models=epoch_models, **directories))
         finally:
             if pinned is not None:
                 pinned.release()

@@ -27,7 +27,7 @@ from trainables.contract import EPOCH
 
 
 # How a trial the scheduler stopped early is told to Optuna (see `TruthfulOptunaSearch`).
-STOPPED_TRIALS = ("infeasible", "pruned", "ignored")
+STOPPED_TRIALS = ("infeasible", "pruned", "ignored", "complete")
 # The constraint a trial stopped early violates under "infeasible": the share of its epochs it
 # did not run (0 < value < 1; a full-budget trial has none and is feasible).
 EPOCHS_MISSING = "epochs_missing"
@@ -49,6 +49,9 @@ class TruthfulOptunaSearch(OptunaSearch):
       in arbitrary order when it has too few complete ones (multi-objective trials carry no
       intermediate values to order them by).
     - "ignored": FAIL: the searcher learns nothing from it.
+    - "complete": COMPLETE with the values it reached, like a full-budget trial. True for a
+      front over recipes (`SearchSpace.front`): the epochs a stopped trial ran are recipes as
+      real as any other, and a cumulative time objective does not reward being stopped.
 
     Trials whose objectives are NaN or infinite are told FAIL.
 
@@ -105,6 +108,8 @@ class TruthfulOptunaSearch(OptunaSearch):
                 self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
             elif self.stopped_trials == "ignored":
                 result, error = None, True  # told as FAIL
+            elif self.stopped_trials == "complete" and all(_finite(result.get(m)) for m in self.metric):
+                pass  # told as COMPLETE with its values, as OptunaSearch tells it
             else:
                 result = None  # no values and no error: OptunaSearch tells it as PRUNED
         elif result and not all(_finite(result.get(m)) for m in self.metric):
@@ -176,7 +181,7 @@ def make_searcher(
     storage: optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     resume: bool = False,
-    stopped_trials: str = "infeasible",
+    stopped_trials: str | None = None,
     first_configs: list[dict[str, Any]] | None = None,
     sampler_options: dict[str, Any] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
@@ -191,6 +196,9 @@ def make_searcher(
     (`SearchSpace.identity`); the searcher continues it: the trials an interruption cut off are
     suggested again first, as the same Optuna trials, and the sampler is seeded anew from the
     seed and the study's length, so it does not draw the configurations it drew before.
+
+    `stopped_trials` says how a trial the scheduler stopped is told (`TruthfulOptunaSearch`);
+    by default "complete" when the front is over recipes, else "infeasible".
 
     `sampler`, an Optuna sampler object, replaces `space.searcher`'s and is used as given (its
     seed, its options; a resumed study should get one seeded anew).
@@ -208,7 +216,7 @@ def make_searcher(
         storage=storage,
         study_name=study_name,
         stopped_early=stopped_early,
-        stopped_trials=stopped_trials,
+        stopped_trials=stopped_trials or default_stopped_trials(space),
         max_t=space.max_epochs,
     )
     if not resume:
@@ -216,6 +224,12 @@ def make_searcher(
         if first_configs:
             searcher.enqueue(first_configs, space)
     return searcher
+
+
+def default_stopped_trials(space: SearchSpace) -> str:
+    """How a stopped trial is told by default: as complete for a front over recipes (its epochs
+    are recipes like any other), else as infeasible (its partial values are no full-budget result)."""
+    return "complete" if space.front == "recipes" else "infeasible"
 
 
 # The Optuna study's user attribute that keeps `SearchSpace.identity()` of the study's space.

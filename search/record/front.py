@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from search.methods import pareto
+from search.methods.recipes import RECIPE
 from search.record.tables import format_table
+from trainables.contract import TRAIN_TIME_S
 
 if TYPE_CHECKING:
     from search.record.tracking import StudyRuns
@@ -50,21 +52,25 @@ def analyse(
     *,
     reference_point: Mapping[str, float] | None = None,
     started_at: float = 0.0,
+    eligible: pd.Series | None = None,
 ) -> Front:
     """Rank full-budget trials by non-dominated sorting; find the knee; compute hypervolume.
 
     Args:
-        table: one row per trial with `status`, the objectives and `ended_at` (epoch seconds).
+        table: one row per trial with `status`, the objectives and `ended_at` (epoch seconds);
+            or one row per recipe (`search.methods.recipes.table`) with `eligible` all true.
         objectives: metric -> "max"/"min".
         reference_point: fixed point for the hypervolume, in the objectives' units; when None,
             the nadir of the full-budget trials pushed out by 10% of each objective's range.
         started_at: the study's start (epoch seconds), the origin of the hypervolume curve.
+        eligible: which rows may join the front (default: trials that finished, the full-budget ones).
     """
     table = table.copy()
+    eligible = table["status"] == "finished" if eligible is None else eligible.reindex(table.index, fill_value=False)
     table["pareto_rank"] = np.nan
     table["on_front"] = False
     table["knee"] = False
-    finished = table.index[table["status"] == "finished"]
+    finished = table.index[eligible.astype(bool)]
     loss = pareto.losses(table.loc[finished].to_dict("records"), objectives)
     signs = np.array([-1.0 if mode == "max" else 1.0 for mode in objectives.values()])
     if reference_point is not None:
@@ -186,9 +192,6 @@ def record(
 
     Returns the registered model URI (`models:/name/version`) of each front trial, by trial name.
     """
-    from mlflow.entities import Metric
-
-    from search.record.plots import hypervolume_plot
     from search.record.plots import pareto_plot
 
     table = front.table
@@ -202,6 +205,20 @@ def record(
         # One write per trial: at hundreds of trials these writes were most of the study's end.
         runs.log_metrics(row["run_id"], {}, tags=tags)
 
+    _record_parent(front, runs, parent_run_id, started_at, lambda path: pareto_plot(table, objectives, path))
+    if remeasured is not None:
+        _record_remeasured(front, remeasured, runs, parent_run_id)
+    return _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, remeasured)
+
+
+def _record_parent(front: Front, runs: StudyRuns, parent_run_id: str, started_at: float, plot: Any, extra: Mapping[str, str] | None = None) -> None:
+    """The study run's share of the front: reference point and size, the hypervolume over the
+    study's time, `pareto.csv`, the front's picture (`plot(path)`) and `hypervolume.png`, and
+    `extra` text artifacts (name -> text)."""
+    from mlflow.entities import Metric
+
+    from search.record.plots import hypervolume_plot
+
     runs.log_params(
         parent_run_id, {"reference_point": front.reference_point, "front_size": len(front.points)}
     )
@@ -213,19 +230,117 @@ def record(
                 for step, (elapsed, value) in enumerate(front.curve, start=1)
             ],
         )
-    if remeasured is not None:
-        _record_remeasured(front, remeasured, runs, parent_run_id)
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         front.points.to_csv(directory / "pareto.csv", index=False)
-        pareto_plot(table, objectives, directory / "pareto.png")
+        plot(directory / "pareto.png")
         if front.curve:
             elapsed, values = zip(*front.curve)
             hypervolume_plot(list(elapsed), list(values), directory / "hypervolume.png")
-        for name in ("pareto.csv", "pareto.png", "hypervolume.png"):
+        for name, text in (extra or {}).items():
+            (directory / name).write_text(text)
+        for name in ("pareto.csv", "pareto.png", "hypervolume.png", *(extra or {})):
             if (directory / name).exists():
                 runs.client.log_artifact(parent_run_id, str(directory / name))
-    return _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, remeasured)
+
+
+def record_recipes(
+    front: Front,
+    runs: StudyRuns,
+    *,
+    parent_run_id: str,
+    objectives: Mapping[str, str],
+    model_registry_name: str,
+    started_at: float,
+    targets: list[tuple[str, float]],
+) -> dict[str, str]:
+    """Write a front over recipes (`front.table`: one row per recipe) to MLflow.
+
+    Each trial run gets `on_front` (one of its recipes is on the front), `front_epochs` (which),
+    `pareto_rank` (its best recipe's), and for each target the training time its first recipe
+    reaching it took (`time_to_<metric>_<target>_s`) or the tag `targets_missed`. The study run
+    gets what a front over trials gets (`pareto.csv` with each point's `epoch`, a picture of
+    every trial's curve with the front as a staircase and the targets marked, the hypervolume),
+    `recipes.csv` (every recipe) and `targets.csv` (the fastest recipe per target); each front
+    recipe's model (the model after its epoch) is registered. Returns the URIs by recipe.
+    """
+    from search.methods import recipes as recipe_module
+    from search.record.plots import recipes_plot
+
+    table = front.table
+    for (trial, run_id), rows in table.groupby(["trial", "run_id"], sort=False):
+        ranks = rows["pareto_rank"].dropna()
+        on_front = rows[rows["on_front"].astype(bool)]
+        tags = {
+            "pareto_rank": str(int(ranks.min())) if len(ranks) else "",
+            "on_front": str(not on_front.empty).lower(),
+            "front_epochs": ",".join(str(int(epoch)) for epoch in on_front["epoch"]),
+        }
+        if rows["knee"].astype(bool).any():
+            tags["knee"] = "true"
+        reached, missed = recipe_module.per_trial(rows.to_dict("records"), targets, objectives)
+        if missed:
+            tags["targets_missed"] = ", ".join(missed)
+        runs.log_metrics(run_id, reached, step=int(rows["epoch"].max()), tags=tags)
+    uris = _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, key=RECIPE)
+    table = table.assign(model_uri=table[RECIPE].map(uris))
+    fastest = fastest_per_target(table, targets, objectives)
+    fastest["model_uri"] = fastest[RECIPE].map(uris)
+    runs.log_params(parent_run_id, {"front": "recipes", "targets": [f"{m}={v:g}" for m, v in targets]})
+    runs.log_metrics(
+        parent_run_id,
+        {f"fastest_{recipe_module.target_name(row['metric'], row['target'])}": row["train_time_s"] for _, row in fastest.iterrows() if pd.notna(row["train_time_s"])},
+    )
+    _record_parent(
+        front,
+        runs,
+        parent_run_id,
+        started_at,
+        lambda path: recipes_plot(table, objectives, targets, path),
+        extra={"recipes.csv": table.drop(columns=["model_dir", "config_file"], errors="ignore").to_csv(index=False), "targets.csv": fastest.to_csv(index=False)},
+    )
+    return uris
+
+
+def fastest_per_target(recipes: pd.DataFrame, targets: list[tuple[str, float]], objectives: Mapping[str, str]) -> pd.DataFrame:
+    """One row per target: the recipe that reaches it in the least training time (`recipe`,
+    `trial`, `epoch`, `train_time_s`, the metric's value), or NaNs where no recipe does."""
+    from search.methods import recipes as recipe_module
+
+    rows = []
+    for metric, value in targets:
+        mode = objectives.get(metric, "max")
+        best = recipe_module.fastest(recipes, metric, value, mode)
+        rows.append(
+            {
+                "metric": metric,
+                "target": value,
+                "mode": mode,
+                RECIPE: best[RECIPE] if best is not None else None,
+                "trial": best["trial"] if best is not None else None,
+                "epoch": int(best["epoch"]) if best is not None else np.nan,
+                "train_time_s": float(best["train_time_s"]) if best is not None else np.nan,
+                "value": float(best[metric]) if best is not None else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["metric", "target", "mode", RECIPE, "trial", "epoch", "train_time_s", "value"])
+
+
+def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: set[str]) -> str:
+    """One line per target: the fastest recipe that reaches it, and its model."""
+    lines = []
+    for _, row in fastest.iterrows():
+        sign = ">=" if row["mode"] == "max" else "<="
+        if pd.isna(row[RECIPE]):
+            lines.append(f"{row['metric']} {sign} {row['target']:g}: no recipe reached it.")
+            continue
+        model = uris.get(row[RECIPE]) or ("(on the front, model not kept)" if row[RECIPE] in on_front else "-")
+        epochs = int(row["epoch"])
+        lines.append(
+            f"{row['metric']} {sign} {row['target']:g}: {row['trial']} trained {epochs} epoch{'s' if epochs != 1 else ''}, "
+            f"{row['train_time_s']:.3g} s of training ({row['metric']}={row['value']:.4g}), {model}"
+        )
+    return "\n".join(lines)
 
 
 def _record_remeasured(front: Front, remeasured: Remeasured, runs: StudyRuns, parent_run_id: str) -> None:
@@ -259,7 +374,11 @@ def _register_front_models(
     parent_run_id: str,
     objectives: Mapping[str, str],
     remeasured: Remeasured | None = None,
+    key: str = "trial",
 ) -> dict[str, str]:
+    """Log each front point's model under its run and register it; returns its URI by `key`
+    ("trial", or "recipe" for a front over recipes: the model after that epoch, logged as
+    `model-epoch-<k>`, its version tagged with the epoch)."""
     from mlflow.exceptions import MlflowException
 
     from search.record import serving
@@ -280,51 +399,56 @@ def _register_front_models(
     except MlflowException:
         pass  # registered by an earlier study of the same experiment
     for row in saved:
+        recipe = {"epoch": str(int(row["epoch"])), "recipe": row[key]} if key == RECIPE else {}
+        artifact_path = f"model-epoch-{recipe['epoch']}" if recipe else "model"
         with tempfile.TemporaryDirectory() as scratch:
             model = Path(row["model_dir"])
             if serving.servable(model):  # else its files as they are
                 model = Path(scratch) / "model"
                 serving.save(Path(row["model_dir"]), model)
-            runs.client.log_artifacts(row["run_id"], str(model), artifact_path="model")
+            runs.client.log_artifacts(row["run_id"], str(model), artifact_path=artifact_path)
         version = runs.client.create_model_version(
             name,
-            source=f"runs:/{row['run_id']}/model",
+            source=f"runs:/{row['run_id']}/{artifact_path}",
             run_id=row["run_id"],
             tags={
                 "study_run_id": parent_run_id,
                 "trial": row["trial"],
+                **recipe,
                 "knee": str(bool(row["knee"])).lower(),
                 **{metric: f"{row[metric]:.6g}" for metric in objectives},
                 **{
                     f"{metric}_alone": f"{value:.6g}"
-                    for metric, value in (remeasured.measured.get(row["trial"], {}) if remeasured else {}).items()
+                    for metric, value in (remeasured.measured.get(row[key], {}) if remeasured else {}).items()
                     if metric in objectives
                 },
             },
         )
-        runs.client.set_tag(row["run_id"], "registered_model", f"models:/{name}/{version.version}")
-        uris[row["trial"]] = f"models:/{name}/{version.version}"
+        uri = f"models:/{name}/{version.version}"
+        runs.client.set_tag(row["run_id"], f"registered_model_epoch_{recipe['epoch']}" if recipe else "registered_model", uri)
+        uris[row[key]] = uri
     ranked = pd.DataFrame(saved)
     if remeasured is not None:  # the aliases follow the figures measured alone
-        trials = set(ranked["trial"])
-        ranked = remeasured.front.table[remeasured.front.table["trial"].isin(trials)]
-    for alias, trial in aliases(ranked, objectives).items():
-        runs.client.set_registered_model_alias(name, alias, uris[trial].rsplit("/", 1)[1])
+        kept = set(ranked[key])
+        ranked = remeasured.front.table[remeasured.front.table[key].isin(kept)]
+    for alias, point in aliases(ranked, objectives, key=key).items():
+        runs.client.set_registered_model_alias(name, alias, uris[point].rsplit("/", 1)[1])
     return uris
 
 
-def aliases(points: pd.DataFrame, objectives: Mapping[str, str]) -> dict[str, str]:
+def aliases(points: pd.DataFrame, objectives: Mapping[str, str], key: str = "trial") -> dict[str, str]:
     """Registry aliases of a study's front models: `knee`, and `best-<objective>` (the front's
-    best by each objective, e.g. `best-val_accuracy`), each to a trial name."""
+    best by each objective, e.g. `best-val_accuracy`), each to a point's `key` (its trial name,
+    or its recipe)."""
     named: dict[str, str] = {}
     knee = points[points["knee"].astype(bool)]
     if not knee.empty:
-        named["knee"] = knee.iloc[0]["trial"]
+        named["knee"] = knee.iloc[0][key]
     for metric, mode in objectives.items():
         values = pd.to_numeric(points[metric], errors="coerce")
         if values.notna().any():
             best = values.idxmax() if mode == "max" else values.idxmin()
-            named["best-" + re.sub(r"[^\w-]", "-", metric)] = points.loc[best, "trial"]
+            named["best-" + re.sub(r"[^\w-]", "-", metric)] = points.loc[best, key]
     return named
 
 
@@ -333,15 +457,17 @@ def discard_models(models_dir: Path) -> None:
     shutil.rmtree(models_dir, ignore_errors=True)
 
 
-def describe(front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str]) -> str:
-    """The front as aligned text for the terminal: knee first, objectives then parameters."""
+def describe(front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str], key: str = "trial") -> str:
+    """The front as aligned text for the terminal: knee first, objectives then parameters (a
+    front over recipes, `key` "recipe", also gives each point's epoch)."""
     points = front.points
     if points.empty:
-        return "No trial ran its full budget, so there is no Pareto front."
-    shown = points[["trial", *objectives, *[p for p in params if p in points]]].copy()
-    shown.insert(1, "knee", np.where(points["knee"], "*", ""))
+        return "No trial ran its full budget, so there is no Pareto front." if key == "trial" else "No trial reported an epoch."
+    epoch = ["epoch"] if key == RECIPE else []
+    shown = points[["trial", *epoch, *dict.fromkeys([*objectives, *([TRAIN_TIME_S] if epoch and TRAIN_TIME_S in points else [])]), *[p for p in params if p in points]]].copy()
+    shown.insert(1, "knee", np.where(points["knee"].astype(bool), "*", ""))
     if uris:
-        shown["model"] = [uris.get(trial, "-") for trial in points["trial"]]
+        shown["model"] = [uris.get(point, "-") for point in points[key]]
     reference = ", ".join(f"{m}={v:.4g}" for m, v in front.reference_point.items())
     return (
         format_table(shown, hide=())

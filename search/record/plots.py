@@ -65,3 +65,40 @@ def hypervolume_plot(elapsed_s: list[float], values: list[float], path: Path) ->
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def recipes_plot(recipes: pd.DataFrame, objectives: Mapping[str, str], targets: list[tuple[str, float]], path: Path) -> Path:
+    """The primary objective against each other one over recipes: every trial's course epoch by
+    epoch as a grey line, the front over recipes as a red staircase with the knee ringed, and
+    the targets of the primary objective as dashed lines."""
+    plt = _pyplot()
+    primary, *others = list(objectives)
+    others = others or [primary]
+    figure, axes = plt.subplots(1, len(others), figsize=(6 * len(others), 4.5), squeeze=False)
+    front = recipes[recipes["on_front"].astype(bool)]
+    for axis, other in zip(axes[0], others):
+        for _, course in recipes.groupby("trial", sort=False):
+            course = course.sort_values("epoch")
+            axis.plot(course[other], course[primary], color="0.75", linewidth=0.8, marker=".", markersize=3)
+        line = front.sort_values(other)
+        if len(objectives) == 2:
+            axis.plot(line[other], line[primary], color="tab:red", drawstyle="steps-post", alpha=0.7)
+        axis.scatter(front[other], front[primary], s=60, color="tab:red", label="front over recipes", zorder=3)
+        knee = front[front["knee"].astype(bool)]
+        axis.scatter(knee[other], knee[primary], s=200, facecolors="none", edgecolors="black", label="knee", zorder=4)
+        for _, row in front.iterrows():
+            axis.annotate(f"{row['trial']} ep {int(row['epoch'])}", (row[other], row[primary]), fontsize=7, xytext=(4, -10), textcoords="offset points")
+        for metric, value in targets:
+            if metric == primary:
+                axis.axhline(value, color="tab:green", linestyle="--", linewidth=1)
+                axis.annotate(f"target {value:g}", (axis.get_xlim()[1], value), fontsize=7, ha="right", va="bottom", color="tab:green")
+        axis.set_xlabel(f"{other} ({objectives[other]})")
+        axis.set_ylabel(f"{primary} ({objectives[primary]})")
+        axis.grid(alpha=0.3)
+    axes[0][0].plot([], [], color="0.75", label="a trial, epoch by epoch")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    figure.suptitle("Front over recipes (every epoch of every trial)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

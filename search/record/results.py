@@ -6,7 +6,9 @@ store, long after the study ran:
     >>> from search.record.results import load_study
     >>> study = load_study("mnist", results_dir="results")      # the latest study of the experiment
     >>> study.trials[["trial", "status", "val_accuracy", "epoch_time_s"]]
-    >>> study.front                                               # full-budget Pareto front
+    >>> study.front                                               # the trials on the Pareto front
+    >>> study.recipes()                                           # every epoch of every trial (front over recipes)
+    >>> study.targets()                                           # the fastest recipe to each target
     >>> study.history("trial-003")                                # per-epoch metrics
     >>> study.download_model("trial-003", "chosen/")              # an MLflow model (pyfunc)
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -48,7 +51,8 @@ class Study:
 
     @property
     def front(self) -> pd.DataFrame:
-        """The Pareto front of full-budget trials, knee first."""
+        """The trials on the Pareto front, knee first: full-budget trials, or for a front over
+        recipes each trial with a recipe on it (`recipes()` has the recipes)."""
         front = self.trials[self.trials["on_front"]]
         return front.sort_values("knee", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -66,6 +70,29 @@ class Study:
             name: optuna.distributions.json_to_distribution(json.dumps(spec))
             for name, spec in json.loads(Path(text).read_text()).items()
         }
+
+    @property
+    def front_kind(self) -> str:
+        """What the study's front is over: "trials" (full-budget trials) or "recipes" (every epoch)."""
+        return self.settings.get("front", "trials")
+
+    def recipes(self) -> pd.DataFrame:
+        """Every epoch of every trial as a recipe, one row each (`recipe`, `trial`, `epoch`, the
+        objectives there, training time so far, parameters, `pareto_rank`, `on_front`, `knee`),
+        for a study whose front is over recipes (its `recipes.csv`)."""
+        return self._table_artifact("recipes.csv")
+
+    def targets(self) -> pd.DataFrame:
+        """The fastest recipe to each of the space's targets (`metric`, `target`, `recipe`,
+        `trial`, `epoch`, `train_time_s`, `value`), for a study whose front is over recipes."""
+        return self._table_artifact("targets.csv")
+
+    def _table_artifact(self, name: str) -> pd.DataFrame:
+        import pandas as pd
+
+        if self.front_kind != "recipes":
+            raise ValueError(f"Study {self.name} has a front over full-budget trials; {name} exists for fronts over recipes (space front=\"recipes\").")
+        return pd.read_csv(self.client.download_artifacts(self.run_id, name))
 
     def _run_id(self, trial: str) -> str:
         rows = self.trials[self.trials["trial"] == trial]
@@ -127,6 +154,35 @@ class Study:
         return optuna_study
 
 
+def histories(client: MlflowClient, run_ids: dict[str, str], metrics: list[str]) -> dict[str, pd.DataFrame]:
+    """Per-epoch values of `metrics` of each trial run (by trial name), one row per epoch
+    (`epoch`; a metric missing at an epoch is NaN), and `reported_at`, when the epoch's first
+    value was logged (epoch seconds)."""
+    import pandas as pd
+
+    found: dict[str, pd.DataFrame] = {}
+    for trial, run_id in run_ids.items():
+        columns: dict[str, dict[int, float]] = {}
+        logged: dict[int, float] = {}
+        for metric in dict.fromkeys(metrics):
+            points = client.get_metric_history(run_id, metric)
+            columns[metric] = {point.step: point.value for point in sorted(points, key=lambda p: p.timestamp)}
+            for point in points:
+                logged[point.step] = min(logged.get(point.step, math.inf), point.timestamp / 1000)
+        steps = sorted(step for step in logged if step >= 1)
+        frame = pd.DataFrame({metric: [values.get(step, math.nan) for step in steps] for metric, values in columns.items()})
+        frame.insert(0, "epoch", steps)
+        frame["reported_at"] = [logged[step] for step in steps]
+        found[trial] = frame
+    return found
+
+
+def _last_recipe_model(tags: dict[str, str]) -> str | None:
+    """Of a trial whose recipes are on a front over recipes, its latest epoch's registered model."""
+    epochs = {int(key.rsplit("_", 1)[1]): value for key, value in tags.items() if key.startswith("registered_model_epoch_")}
+    return epochs[max(epochs)] if epochs else None
+
+
 def _status(run: Any) -> str:
     status = run.info.status
     if status == "KILLED":  # stopped early by the scheduler, or cut off by an interruption
@@ -158,7 +214,7 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
                 "knee": tags.get("knee") == "true",
                 # measured again alone at the study's end (`search.compute.remeasure`); None if it was not
                 "on_front_alone": tags["on_front_alone"] == "true" if "on_front_alone" in tags else None,
-                "model_uri": tags.get("registered_model"),
+                "model_uri": tags.get("registered_model") or _last_recipe_model(tags),
                 "error": tags.get("error"),
                 "run_id": run.info.run_id,
                 "trial_id": tags.get("ray_trial_id"),

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+import numpy as np
 import optuna
+import pandas as pd
 import ray
 from ray import tune
 from ray.tune.schedulers import TrialScheduler
@@ -39,6 +41,8 @@ from search.methods.schedulers import make_scheduler
 from search.methods.schedulers import recording
 from search.methods.searchers import journal
 from search.methods.searchers import make_searcher
+from search.methods import pareto
+from search.methods import recipes as recipe_module
 from search.methods.searchers import variant_generator
 from search.record import front as front_module
 from search.record.progress import ProgressLines
@@ -48,7 +52,9 @@ from search.record.tables import study_table
 from search.record.tracking import TrialRuns
 from search.space import SearchSpace
 import search.study.resume as resuming
+from trainables.contract import EPOCH
 from trainables.contract import TRAIN_TIME_S
+from trainables.contract import epoch_model_dir
 
 if TYPE_CHECKING:
     from search.record.front import Front
@@ -94,10 +100,12 @@ class Method:
 class Outcome:
     """What the finish phase produced."""
 
-    front: Front
+    front: Front  # over trials, or over recipes (`space.front`)
     remeasured: Remeasured | None
-    model_uris: dict[str, str]
+    model_uris: dict[str, str]  # by trial, or by recipe
     stopped_at_rung: dict[int, int]
+    trials: pd.DataFrame | None = None  # one row per trial, when the front is over recipes
+    targets: pd.DataFrame | None = None  # the fastest recipe per target (`front.fastest_per_target`)
 
 
 def quiet_loggers(verbose: bool) -> None:
@@ -273,6 +281,8 @@ def finish(
     """The front of full-budget trials, measured again alone (`remeasure_front`), its models
     registered, the study's directories cleared and its summary logged."""
     space, runs = study.space, study.runs
+    if space.front == "recipes":
+        return _finish_recipes(study, method, ending, experiment=experiment, started_at=started_at, wall_time_s=wall_time_s)
     front = front_module.analyse(
         study_table(runs, study.parent_run_id, space, study.directory("models")),
         space.objectives,
@@ -292,12 +302,58 @@ def finish(
         started_at=started_at,
         remeasured=remeasured,
     )
+    stopped_at_rung = _clear_and_summarise(study, method, front.table, wall_time_s, front.hypervolume)
+    return Outcome(front, remeasured, model_uris, stopped_at_rung)
+
+
+def _finish_recipes(study: Study, method: Method, ending: StudyEnding, *, experiment: str, started_at: float, wall_time_s: float) -> Outcome:
+    """The front over every epoch of every trial (`search.methods.recipes`): what the front's
+    recipes' models left out measured on them, the models registered, the fastest recipe per
+    target named; then as `finish`."""
+    from search.methods.recipes import RECIPE
+    from search.record.results import histories
+
+    space, runs = study.space, study.runs
+    models = study.directory("models")
+    trials = study_table(runs, study.parent_run_id, space, models)
+    wanted = [m for m in dict.fromkeys([*space.objectives, *(m for m, _ in space.recipe_targets), TRAIN_TIME_S]) if m != EPOCH]
+    ran = trials[trials["run_id"].notna()]
+    courses = histories(runs.client, dict(zip(ran["trial"], ran["run_id"])), wanted)
+    table = recipe_module.table(trials, courses, keep=["trial", "status", "run_id", "trial_id", *space.params])
+    table["config_file"] = [str(models / str(t)) + remeasure.CONFIG_SUFFIX for t in table["trial_id"]]
+    table["model_dir"] = [epoch_model_dir(str(models / str(t)), e) for t, e in zip(table["trial_id"], table[EPOCH])]
+    table["ended_at"] = table.pop("reported_at") if "reported_at" in table else np.nan
+    finite = np.isfinite(pareto.losses(table.to_dict("records"), space.objectives)).all(axis=1)
+    front = front_module.analyse(
+        table, space.objectives, reference_point=space.reference_point, started_at=started_at, eligible=pd.Series(finite, index=table.index)
+    )
+    remeasure.measure_front(front, space, runs, cache_dir=study.directory("cache"), again=False, should_stop=ending.stop_requested, key=RECIPE)
+    ending.check()
+    model_uris = front_module.record_recipes(
+        front,
+        runs,
+        parent_run_id=study.parent_run_id,
+        objectives=space.objectives,
+        model_registry_name=experiment,
+        started_at=started_at,
+        targets=space.recipe_targets,
+    )
+    trials["on_front"] = trials["trial"].isin(set(front.points["trial"]))
+    trials["knee"] = trials["trial"].isin(set(front.points.loc[front.points["knee"].astype(bool), "trial"]))
+    stopped_at_rung = _clear_and_summarise(study, method, trials, wall_time_s, front.hypervolume)
+    targets = front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives)
+    return Outcome(front, None, model_uris, stopped_at_rung, trials=trials, targets=targets)
+
+
+def _clear_and_summarise(study: Study, method: Method, trials: pd.DataFrame, wall_time_s: float, hypervolume: float) -> dict[int, int]:
+    """The study's directories removed (its kept models are in MLflow now) and its summary
+    logged; returns how many trials the scheduler stopped at each rung."""
     front_module.discard_models(study.directory("models"))
     shutil.rmtree(study.directory("checkpoints"), ignore_errors=True)
     shutil.rmtree(study.directory("cache"), ignore_errors=True)
     stopped_at_rung = dict(sorted(method.scheduler.stopped_at_rung.items()))
-    _log_study_summary(study, front, wall_time_s, stopped_at_rung)
-    return Outcome(front, remeasured, model_uris, stopped_at_rung)
+    _log_study_summary(study, trials, wall_time_s, stopped_at_rung, hypervolume)
+    return stopped_at_rung
 
 
 def _tuner(study: Study, method: Method, callbacks: list, verbose: bool, remaining: int) -> tune.Tuner:
@@ -319,6 +375,7 @@ def _tuner(study: Study, method: Method, callbacks: list, verbose: bool, remaini
             session=uuid.uuid4().hex,
             needed=space.needed_metrics,
             environment=environment.for_workers(),
+            epoch_models=space.front == "recipes",
         ),
         # A multi-worker trial only drives its Train workers, which reserve the rest of its CPUs.
         {"cpu": devices.DRIVER_CPUS} if multi_worker else {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial},
@@ -380,14 +437,13 @@ def _start_study_run(study: Study, method: Method, space_file: Path | None) -> s
     return parent_run_id
 
 
-def _log_study_summary(study: Study, front: Front, wall_time_s: float, stopped_at_rung: dict[int, int]) -> None:
+def _log_study_summary(study: Study, table: pd.DataFrame, wall_time_s: float, stopped_at_rung: dict[int, int], hypervolume: float) -> None:
     space, runs = study.space, study.runs
-    table = front.table
     counts = table["status"].value_counts() if not table.empty else {}
     metrics: dict[str, float] = {
         "wall_time_s": wall_time_s,
         "trials_total": float(len(table)),
-        "front_hypervolume": front.hypervolume,
+        "front_hypervolume": hypervolume,
         **{f"trials_{state}": float(counts.get(state, 0)) for state in ("finished", "stopped", "failed")},
         **{f"stopped_at_epoch_{rung}": float(n) for rung, n in stopped_at_rung.items()},
     }

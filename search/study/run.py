@@ -42,11 +42,18 @@ class StudyResult:
     started_at: float = 0.0  # when the trials began (epoch seconds; the time budget counts from it)
     optuna_journal: str | None = None  # the searcher's record (`optuna-dashboard PATH` opens it)
     remeasured: Remeasured | None = None  # the front measured again alone (`search.compute.remeasure`)
+    table: pd.DataFrame | None = None  # one row per trial when the front is over recipes
+    targets: pd.DataFrame | None = None  # the fastest recipe per target (front over recipes)
 
     @property
     def trials(self) -> pd.DataFrame:
         """One row per trial, full-budget trials first, best first by the primary objective."""
-        return self.front.table
+        return self.table if self.table is not None else self.front.table
+
+    @property
+    def recipes(self) -> pd.DataFrame | None:
+        """One row per recipe (every epoch of every trial), when the front is over recipes."""
+        return self.front.table if self.table is not None else None
 
 
 def run_study(
@@ -137,4 +144,6 @@ def run_study(
         started_at,
         optuna_journal=str(results_dir / phases.OPTUNA_JOURNAL) if method.searcher is not None else None,
         remeasured=outcome.remeasured,
+        table=outcome.trials,
+        targets=outcome.targets,
     )
