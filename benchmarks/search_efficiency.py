@@ -141,6 +141,8 @@ def run(budget_s: float, seeds: list[int], out: Path, arms: list[str]) -> dict[s
         num_samples=1000,  # the budget ends the study, not the number of trials
         time_budget_s=budget_s,
         constants={**base.constants, "data_source": "bundled"},
+        # The per-epoch study its recorded results measured (the default space is over recipes now).
+        objectives=OBJECTIVES, front="trials", targets=None, grace_period=2, reduction_factor=2,
     )
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     for seed in seeds:

@@ -21,9 +21,12 @@ import multiprocessing
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+from benchmarks.problems import RECIPE_TARGETS
 
 ROOT = Path(__file__).parents[1]
 GRID = 200  # points of the anytime curves
@@ -77,14 +80,37 @@ RUNG_ARMS = {
     f"grace-{grace}-factor-{factor}": {**_TPE, "grace_period": grace, "reduction_factor": factor}
     for grace, factor in ((2, 2), (1, 2), (1, 3), (2, 3), (1, 4))
 }
+# On the front over recipes (`--benchmarks mnist-recipes`): the product's default, what Optuna is
+# told of stopped trials, the searcher's and the scheduler's shares, and the per-epoch product
+# (objectives val_accuracy and epoch_time_s, a front over full-budget trials; its answer for a
+# target is the fastest full-budget trial per epoch that meets it, trained for all its epochs).
+RECIPE_ARMS = {
+    "default": {"searcher": "tpe", "scheduler": "mo-asha"},  # stopped trials told as complete; the space's rungs
+    "tpe-moasha-infeasible": {"searcher": "tpe", "scheduler": "mo-asha", "stopped_trials": "infeasible"},
+    "random-moasha": {"searcher": "random", "scheduler": "mo-asha"},
+    "tpe": {"searcher": "tpe", "scheduler": "none"},
+    # The per-epoch product as it shipped: its objectives, front and rungs (epochs 2 and 4).
+    "per-epoch-default": {"searcher": "tpe", "scheduler": "mo-asha", "per_epoch": True, "grace_period": 2, "reduction_factor": 2},
+    # Rungs: the space ships grace 1, factor 2 (rungs at epochs 1, 2 and 4 of 8), chosen on seeds 100-149.
+    "grace-2-factor-2": {"searcher": "tpe", "scheduler": "mo-asha", "grace_period": 2, "reduction_factor": 2},
+    "grace-1-factor-3": {"searcher": "tpe", "scheduler": "mo-asha", "grace_period": 1, "reduction_factor": 3},
+}
+DESCRIPTION.update(
+    {
+        "tpe-moasha-infeasible": "TPE + MO-ASHA, stopped trials told infeasible",
+        "random-moasha": "random search + MO-ASHA",
+        "per-epoch-default": "the per-epoch product (epoch_time_s, front over trials)",
+    }
+)
 # Experiment -> (its arms, the stem of its result files). Each experiment also runs random search.
 EXPERIMENTS = {
     "arms": (ARMS, "simulated"),
     "stopped-trials": (STOPPED_TRIALS_ARMS, "simulated_stopped_trials"),
     "tpe": (TPE_ARMS, "simulated_tpe"),
     "rungs": (RUNG_ARMS, "simulated_rungs"),
+    "recipes": (RECIPE_ARMS, "simulated_recipes"),
 }
-BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")
+BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")  # "mnist-recipes": the MNIST table over recipes
 
 _problems: dict[str, Any] = {}
 
@@ -96,6 +122,8 @@ def problem(name: str) -> Any:
     if name not in _problems:
         if name == "mnist-curves":
             _problems[name] = problems.MnistCurves()
+        elif name == "mnist-recipes":
+            _problems[name] = problems.MnistCurves(recipes=True, name=name)
         elif name.startswith("nasbench201-"):
             _problems[name] = problems.NasBench201(dataset=name.split("-", 1)[1])
         else:
@@ -113,6 +141,8 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
     changes = {k: v for k, v in arm.items() if k in ("searcher", "scheduler", "grace_period", "reduction_factor")}
     if arm.get("primary_only"):
         changes["objectives"] = dict([next(iter(space.objectives.items()))])
+    if arm.get("per_epoch"):
+        changes.update(objectives={"val_accuracy": "max", "epoch_time_s": "min"}, front="trials", targets=None)
     return ProductPolicy(space.replace(**changes), stopped_trials=arm.get("stopped_trials"), sampler_options=arm.get("sampler_options"))
 
 
@@ -131,9 +161,14 @@ def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
     ended = simulate(bench, policy_for(bench, arm, seed))
     scale, reference, _ = normalisation(name)
     times = np.linspace(0, bench.budget_s, GRID + 1)
-    curve = anytime_hypervolume(ended, bench.objectives, scale, reference, times)
+    extra: dict[str, Any] = {}
+    if getattr(bench, "recipes", False):
+        curve, extra["targets"] = score_recipes(bench, ended, arm, scale, reference, times)
+    else:
+        curve = anytime_hypervolume(ended, bench.objectives, scale, reference, times)
     statuses = [trial.status for trial in ended]
     return {
+        **extra,
         "benchmark": name,
         "arm": arm_name,
         "seed": seed,
@@ -143,6 +178,42 @@ def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
         "stopped": statuses.count("stopped"),
         "seconds": time.perf_counter() - started,
     }
+
+
+def score_recipes(bench: Any, ended: list[Any], arm: dict[str, Any], scale: Any, reference: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    """A study on the front over recipes: the anytime hypervolume of every recipe its trials ran
+    (each trial's epochs, stopped and failed trials included, counted from when it ended), and
+    per target its answer's training time over the table's fastest recipe (inf: no answer).
+
+    The product's answer is the fastest recipe the study ran that reaches the target; the
+    per-epoch product's (`per_epoch` arms) is the full-budget trial with the least epoch time
+    that reaches it at its last epoch, trained for all its epochs."""
+    import pandas as pd
+
+    from benchmarks.simulator import anytime_hypervolume
+    from search.methods import recipes
+
+    rows = []
+    for trial in ended:
+        for k, report in enumerate(bench.curve(trial.config).reports[: trial.epochs], start=1):
+            rows.append({**report, "epoch": k, "trial": trial.trial_id, "ended_at": trial.ended_at, "status": trial.status})
+    table = pd.DataFrame(rows)
+    curve = anytime_hypervolume(
+        [SimpleNamespace(status="finished", result=row, ended_at=row["ended_at"]) for row in rows], bench.objectives, scale, reference, times
+    )
+    truth = pd.DataFrame(bench.recipes_table())
+    ratios: dict[str, float] = {}
+    for target in RECIPE_TARGETS:
+        best = recipes.fastest(truth, "val_accuracy", target)
+        if arm.get("per_epoch"):
+            finished = table[(table["status"] == "finished") & (table["epoch"] == table.groupby("trial")["epoch"].transform("max"))]
+            reached = finished[finished["val_accuracy"] >= target].sort_values("epoch_time_s")
+            answer = float(reached.iloc[0]["train_time_s"]) if not reached.empty else math.inf
+        else:
+            found = recipes.fastest(table, "val_accuracy", target) if not table.empty else None
+            answer = float(found["train_time_s"]) if found is not None else math.inf
+        ratios[f"{target:g}"] = answer / float(best["train_time_s"]) if best is not None else math.nan
+    return curve, ratios
 
 
 @functools.cache
@@ -201,6 +272,15 @@ def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: lis
             "finished_mean": float(np.mean([r["finished"] for r in mine])),
             "stopped_mean": float(np.mean([r["stopped"] for r in mine])),
         }
+        if mine and "targets" in mine[0]:
+            summary["arms"][arm]["targets"] = {
+                target: {
+                    "answer_over_best_median": float(np.median([r["targets"][target] for r in mine])),
+                    "answer_over_best_quartiles": [float(q) for q in np.percentile([r["targets"][target] for r in mine], [25, 75])],
+                    "no_answer": int(sum(not np.isfinite(r["targets"][target]) for r in mine)),
+                }
+                for target in mine[0]["targets"]
+            }
     return summary
 
 
@@ -250,6 +330,24 @@ def table(results: dict[str, Any]) -> str:
                 f"{row['trials_mean']:.0f} ({row['finished_mean']:.0f} / {row['stopped_mean']:.0f}) |"
             )
         lines.append("")
+        with_targets = {arm: row["targets"] for arm, row in summary["arms"].items() if "targets" in row}
+        if with_targets:
+            names = list(next(iter(with_targets.values())))
+            lines += [
+                "Training time of the answer for each target over the table's fastest recipe for it (median over seeds "
+                "[quartiles]; studies with no answer count as infinite):",
+                "",
+                "| arm | " + " | ".join(f"val_accuracy >= {name}" for name in names) + " |",
+                "|---|" + "---|" * len(names),
+            ]
+            for arm, targets in with_targets.items():
+                cells = [
+                    f"{t['answer_over_best_median']:.2f}x [{t['answer_over_best_quartiles'][0]:.2f}-{t['answer_over_best_quartiles'][1]:.2f}]"
+                    + (f", {t['no_answer']} none" if t["no_answer"] else "")
+                    for t in targets.values()
+                ]
+                lines.append(f"| {DESCRIPTION.get(arm, arm)} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -148,7 +148,7 @@ class ProductPolicy:
             make_searcher(
                 space,
                 stopped_early,
-                stopped_trials=stopped_trials or make_searcher.__kwdefaults__["stopped_trials"],
+                stopped_trials=stopped_trials,
                 sampler_options=sampler_options,
             ),
             max_concurrent=space.max_concurrent,

@@ -223,10 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from search.methods.recipes import RECIPE
-    from search.record.front import describe
-    from search.record.front import describe_targets
-    from search.record.tables import format_table
     from search.record.tracking import ui_command
     from search.study import StudyInterrupted
     from search.study import run_study
@@ -265,6 +261,29 @@ def main(argv: list[str] | None = None) -> int:
         + (f", {counts['cut off']} cut off by the time budget" if counts.get("cut off") else "")
         + ")."
     )
+    _print_fronts(result, space)
+    print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
+    print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
+    if result.optuna_journal:
+        print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
+    if table.empty and space.num_samples > 0:
+        print("error: no trial ran; see the messages above (e.g. Ray could not start the trial processes).", file=sys.stderr)
+        return EXIT_ALL_FAILED
+    if not table.empty and (table["status"] == "failed").all():
+        print("error: every trial failed; see the 'error' tag of each trial run.", file=sys.stderr)
+        return EXIT_ALL_FAILED
+    return 0
+
+
+def _print_fronts(result: Any, space: Any) -> None:
+    """The study's outcome on the terminal: early stops, the best trials, the front (over trials
+    or over recipes), the front measured again alone, and the fastest recipe to each target."""
+    from search.methods.recipes import RECIPE
+    from search.record.front import describe
+    from search.record.front import describe_targets
+    from search.record.tables import format_table
+
+    table = result.trials
     if result.stopped_at_rung:
         stops = ", ".join(f"{n} at epoch {rung}" for rung, n in result.stopped_at_rung.items())
         print(f"Stopped early: {stops}.")
@@ -283,17 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nThe front measured again alone, one configuration at a time (* = knee on those figures;"
               " the registry's aliases follow them):")
         print(result.remeasured.describe(result.front))
-    print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
-    print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
-    if result.optuna_journal:
-        print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
-    if table.empty and space.num_samples > 0:
-        print("error: no trial ran; see the messages above (e.g. Ray could not start the trial processes).", file=sys.stderr)
-        return EXIT_ALL_FAILED
-    if not table.empty and (table["status"] == "failed").all():
-        print("error: every trial failed; see the 'error' tag of each trial run.", file=sys.stderr)
-        return EXIT_ALL_FAILED
-    return 0
 
 
 if __name__ == "__main__":

@@ -128,6 +128,23 @@ def test_the_simulated_benchmark_writes_its_results_in_seconds(tmp_path):
     assert (tmp_path / "simulated_mnist-curves.png").stat().st_size > 0
 
 
+def test_the_recipe_benchmark_scores_the_front_over_recipes_and_the_answer_per_target(tmp_path):
+    from benchmarks import simulate as benchmark
+
+    benchmark.main(["--experiment", "recipes", "--benchmarks", "mnist-recipes", "--seeds", "2",
+                    "--arms", "default", "per-epoch-default", "--processes", "1", "--out", str(tmp_path)])  # fmt: skip
+    results = json.loads((tmp_path / "simulated_recipes.json").read_text())
+    recipes = results["benchmarks"]["mnist-recipes"]
+    # The shape of simulated.json, regret against the table's front of every recipe, and per
+    # arm and target the answer's training time over the table's fastest recipe.
+    assert recipes["objectives"] == {"val_accuracy": "max", "train_time_s": "min"}
+    for arm in recipes["arms"].values():
+        assert 0 <= arm["hv_regret_mean"] <= recipes["true_front_hv"]
+        assert set(arm["targets"]) == {"0.93", "0.94", "0.95", "0.96", "0.97"}
+        # Nothing is faster than the table's fastest recipe.
+        assert all(target["answer_over_best_median"] >= 1.0 for target in arm["targets"].values())
+
+
 def test_a_real_run_is_replayed_on_the_table_it_is_compared_with():
     import pandas as pd
 
