@@ -127,3 +127,22 @@ def test_a_trial_leaves_out_the_deployed_model_the_study_does_not_need_and_finis
     # A study whose objectives are the deployed model's gets them from every trial.
     needed = train(config, TrialContext(report=lambda m: None, needed=frozenset({"tflite_accuracy"})))
     assert set(DEPLOYED_METRICS) <= set(needed)
+
+
+def test_a_recipe_trained_again_alone_stops_after_its_epoch_and_gives_its_training_time_each_run():
+    from search.compute.remeasure import _retime_alone
+
+    epochs_run = []
+
+    def train(config, context):
+        # A trainable under the contract: one report per epoch, polling should_stop.
+        for epoch in range(1, config["epochs"] + 1):
+            if context.should_stop():
+                break
+            epochs_run.append(epoch)
+            context.report({"epoch": epoch, "train_time_s": 0.5 * epoch + config["offset"]})
+
+    seconds = _retime_alone(train, {"epochs": 8, "offset": 0.25}, 3, 2, frozenset({"val_accuracy"}), 1, None, "")
+    # Each run's training time after epoch 3, and each run stopped there, not at epoch 8.
+    assert seconds == [1.75, 1.75]
+    assert epochs_run == [1, 2, 3, 1, 2, 3]

@@ -14,6 +14,10 @@ figures; the study's own front (every full-budget trial, measured under one cond
 it was, and both are recorded and shown. Both measurements of a front trial happen in one task:
 one process start, one data load.
 
+For a front over recipes, the recipes that answer the space's targets are trained again alone
+(`retime_recipes`), each a few times, until the end of their epoch, and timed by the trainable's
+own `train_time_s`: the figure a user would pick them by, with its range over the runs.
+
 A trainable opts in by offering `train.remeasure(config, context) -> metrics` and naming what it
 returns in `train.remeasured_metrics` (see `trainables.contract`); the phase runs when one of
 those is an objective. `context.model_dir` is the trial's saved model, `context.cache_dir` the
@@ -197,3 +201,88 @@ def _measure_alone(
         if pinned is not None:
             pinned.release()
     return results
+
+
+RETIME_REPEATS = 3  # runs of each recipe trained again alone; their spread is shown beside the figure
+
+
+def retime_recipes(
+    points: Any,
+    space: SearchSpace,
+    runs: Any,
+    *,
+    cache_dir: Path,
+    repeats: int = RETIME_REPEATS,
+    progress: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] = never,
+) -> dict[str, dict[str, float]]:
+    """Train each recipe of `points` (rows with `recipe`, `epoch`, `run_id`, `config_file`)
+    again, alone on the node, `repeats` times, and time it as its trial did: the trainable's
+    `train_time_s` after the recipe's epoch (the trainable is told to stop once it has
+    reported that epoch). Any trainable under the contract can be re-timed this way.
+
+    Returns, by recipe, `train_time_s_alone` (the median of the runs) and its range over the
+    runs (`train_time_s_alone_min`, `train_time_s_alone_max`, `retime_runs`), each logged to the
+    trial's run at the recipe's epoch. A recipe whose runs fail keeps its study figure; once
+    `should_stop()` is true (Ctrl-C) the rest are not re-timed.
+    """
+    import ray
+
+    from trainables.contract import TRAIN_TIME_S
+
+    unique = points.drop_duplicates("recipe")
+    if unique.empty or space.workers_per_trial > 1:  # a single process would time something else
+        return {}
+    progress(f"Training the {len(unique)} recipes that answer the targets again, alone, {repeats} times each ({TRAIN_TIME_S}).")
+    task = ray.remote(_retime_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
+    retimed: dict[str, dict[str, float]] = {}
+    for _, row in unique.iterrows():
+        config_file = Path(row["config_file"])
+        if should_stop() or not config_file.exists():
+            continue
+        config = json.loads(config_file.read_text())
+        needed = frozenset(space.needed_metrics)
+        reference = task.remote(space.trainable, config, int(row["epoch"]), repeats, needed, space.cpus_per_trial, space.gpu_memory_mb, str(cache_dir))
+        try:
+            seconds = ray.get(reference, timeout=TIMEOUT_S * repeats)
+        except Exception as error:  # noqa: BLE001 - the study's figure stands
+            ray.cancel(reference, force=True)
+            progress(f"{row['recipe']}: not trained again ({_reason(error)}).")
+            continue
+        if not seconds:
+            continue
+        values = {
+            f"{TRAIN_TIME_S}_alone": float(sorted(seconds)[len(seconds) // 2]),
+            f"{TRAIN_TIME_S}_alone_min": float(min(seconds)),
+            f"{TRAIN_TIME_S}_alone_max": float(max(seconds)),
+            "retime_runs": float(len(seconds)),
+        }
+        runs.log_metrics(row["run_id"], values, step=int(row["epoch"]))
+        retimed[row["recipe"]] = values
+    return retimed
+
+
+def _retime_alone(
+    trainable: Any, config: dict[str, Any], epochs: int, repeats: int, needed: frozenset[str], cpus: float, gpu_memory_mb: int | None, cache_dir: str
+) -> list[float]:
+    """The Ray task: `repeats` runs of `config` until it has reported epoch `epochs`, in a
+    process set up and pinned like a trial's; the training time each reported there."""
+    from search.compute import devices
+    from trainables.contract import EPOCH
+    from trainables.contract import TRAIN_TIME_S
+
+    devices.prepare_process(cpus, gpu_memory_mb)
+    pinned = devices.pin_to_free_cores(cpus)
+    seconds: list[float] = []
+    try:
+        for _ in range(repeats):
+            reports: list[dict[str, Any]] = []
+            context = TrialContext(report=reports.append, should_stop=lambda: len(reports) >= epochs, cache_dir=cache_dir, needed=needed)
+            trainable(config, context)
+            at = [r for r in reports if r.get(EPOCH) == epochs and isinstance(r.get(TRAIN_TIME_S), (int, float))]
+            if at:
+                seconds.append(float(at[0][TRAIN_TIME_S]))
+    finally:
+        if pinned is not None:
+            pinned.release()
+    return seconds

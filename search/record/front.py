@@ -253,6 +253,7 @@ def record_recipes(
     model_registry_name: str,
     started_at: float,
     targets: list[tuple[str, float]],
+    retimed: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, str]:
     """Write a front over recipes (`front.table`: one row per recipe) to MLflow.
 
@@ -284,7 +285,7 @@ def record_recipes(
         runs.log_metrics(run_id, reached, step=int(rows["epoch"].max()), tags=tags)
     uris = _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, key=RECIPE)
     table = table.assign(model_uri=table[RECIPE].map(uris))
-    fastest = fastest_per_target(table, targets, objectives)
+    fastest = fastest_per_target(table, targets, objectives, retimed)
     fastest["model_uri"] = fastest[RECIPE].map(uris)
     runs.log_params(parent_run_id, {"front": "recipes", "targets": [f"{m}={v:g}" for m, v in targets]})
     runs.log_metrics(
@@ -302,9 +303,13 @@ def record_recipes(
     return uris
 
 
-def fastest_per_target(recipes: pd.DataFrame, targets: list[tuple[str, float]], objectives: Mapping[str, str]) -> pd.DataFrame:
+def fastest_per_target(
+    recipes: pd.DataFrame, targets: list[tuple[str, float]], objectives: Mapping[str, str], retimed: Mapping[str, Mapping[str, float]] | None = None
+) -> pd.DataFrame:
     """One row per target: the recipe that reaches it in the least training time (`recipe`,
-    `trial`, `epoch`, `train_time_s`, the metric's value), or NaNs where no recipe does."""
+    `trial`, `epoch`, `train_time_s`, the metric's value), or NaNs where no recipe does; with
+    `retimed` (by recipe, `search.compute.remeasure.retime_recipes`), its training time measured
+    again alone and that figure's range over the runs."""
     from search.methods import recipes as recipe_module
 
     rows = []
@@ -323,7 +328,12 @@ def fastest_per_target(recipes: pd.DataFrame, targets: list[tuple[str, float]], 
                 "value": float(best[metric]) if best is not None else np.nan,
             }
         )
-    return pd.DataFrame(rows, columns=["metric", "target", "mode", RECIPE, "trial", "epoch", "train_time_s", "value"])
+        alone = (retimed or {}).get(rows[-1][RECIPE], {})
+        rows[-1].update({column: alone.get(column, np.nan) for column in ALONE_COLUMNS})
+    return pd.DataFrame(rows, columns=["metric", "target", "mode", RECIPE, "trial", "epoch", "train_time_s", "value", *ALONE_COLUMNS])
+
+
+ALONE_COLUMNS = ("train_time_s_alone", "train_time_s_alone_min", "train_time_s_alone_max")
 
 
 def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: set[str]) -> str:
@@ -336,9 +346,12 @@ def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: s
             continue
         model = uris.get(row[RECIPE]) or ("(on the front, model not kept)" if row[RECIPE] in on_front else "-")
         epochs = int(row["epoch"])
+        alone = ""
+        if pd.notna(row.get("train_time_s_alone")):
+            alone = f"; alone {row['train_time_s_alone']:.3g} s ({row['train_time_s_alone_min']:.3g}-{row['train_time_s_alone_max']:.3g} s over its runs)"
         lines.append(
             f"{row['metric']} {sign} {row['target']:g}: {row['trial']} trained {epochs} epoch{'s' if epochs != 1 else ''}, "
-            f"{row['train_time_s']:.3g} s of training ({row['metric']}={row['value']:.4g}), {model}"
+            f"{row['train_time_s']:.3g} s of training{alone} ({row['metric']}={row['value']:.4g}), {model}"
         )
     return "\n".join(lines)
 

@@ -282,7 +282,7 @@ def finish(
     registered, the study's directories cleared and its summary logged."""
     space, runs = study.space, study.runs
     if space.front == "recipes":
-        return _finish_recipes(study, method, ending, experiment=experiment, started_at=started_at, wall_time_s=wall_time_s)
+        return _finish_recipes(study, method, ending, experiment=experiment, started_at=started_at, wall_time_s=wall_time_s, again=remeasure_front)
     front = front_module.analyse(
         study_table(runs, study.parent_run_id, space, study.directory("models")),
         space.objectives,
@@ -306,10 +306,12 @@ def finish(
     return Outcome(front, remeasured, model_uris, stopped_at_rung)
 
 
-def _finish_recipes(study: Study, method: Method, ending: StudyEnding, *, experiment: str, started_at: float, wall_time_s: float) -> Outcome:
+def _finish_recipes(
+    study: Study, method: Method, ending: StudyEnding, *, experiment: str, started_at: float, wall_time_s: float, again: bool
+) -> Outcome:
     """The front over every epoch of every trial (`search.methods.recipes`): what the front's
-    recipes' models left out measured on them, the models registered, the fastest recipe per
-    target named; then as `finish`."""
+    recipes' models left out measured on them, the recipes that answer the targets trained again
+    alone (`again`), the models registered, the fastest recipe per target named; then as `finish`."""
     from search.methods.recipes import RECIPE
     from search.record.results import histories
 
@@ -328,6 +330,8 @@ def _finish_recipes(study: Study, method: Method, ending: StudyEnding, *, experi
         table, space.objectives, reference_point=space.reference_point, started_at=started_at, eligible=pd.Series(finite, index=table.index)
     )
     remeasure.measure_front(front, space, runs, cache_dir=study.directory("cache"), again=False, should_stop=ending.stop_requested, key=RECIPE)
+    answers = front.table[front.table[RECIPE].isin(front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives)[RECIPE])]
+    retimed = remeasure.retime_recipes(answers, space, runs, cache_dir=study.directory("cache"), should_stop=ending.stop_requested) if again else {}
     ending.check()
     model_uris = front_module.record_recipes(
         front,
@@ -337,11 +341,12 @@ def _finish_recipes(study: Study, method: Method, ending: StudyEnding, *, experi
         model_registry_name=experiment,
         started_at=started_at,
         targets=space.recipe_targets,
+        retimed=retimed,
     )
     trials["on_front"] = trials["trial"].isin(set(front.points["trial"]))
     trials["knee"] = trials["trial"].isin(set(front.points.loc[front.points["knee"].astype(bool), "trial"]))
     stopped_at_rung = _clear_and_summarise(study, method, trials, wall_time_s, front.hypervolume)
-    targets = front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives)
+    targets = front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives, retimed)
     return Outcome(front, None, model_uris, stopped_at_rung, trials=trials, targets=targets)
 
 
