@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     from search.record.tracking import ui_command
+    from search.record.tracking import ui_links
     from search.study import StudyInterrupted
     from search.study import run_study
 
@@ -264,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     _print_fronts(result, space)
     print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
     print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
+    links = ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id)
+    print(f"  the study's runs (expand the study run for its trials): {links['runs']}")
+    print(f"  the study run (parameters, metrics, pareto.png, summary): {links['run']}")
     if result.optuna_journal:
         print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
     if table.empty and space.num_samples > 0:

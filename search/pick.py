@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from search.record.results import open_experiment
+from search.record.tracking import ui_command
+from search.record.tracking import ui_links
 
 
 def _bound(text: str) -> tuple[str, float]:
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  recipe: this config trained for {picked.epoch} epoch{'s' if picked.epoch != 1 else ''}, its schedules set for "
             f"epochs={picked.params.get('epochs', '?')} as the trial ran it (the model above is that epoch's)"
         )
+    print(f"  run:   {ui_links(tracking_uri, experiment_id, picked.run_id)['run']}  (MLflow UI: {ui_command(tracking_uri)})")
     print(f'  load:  mlflow.pyfunc.load_model("{uri}")  (tracking URI {tracking_uri})')
     print(f"  serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m {uri} --env-manager local")
     if options.download:

@@ -86,6 +86,8 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_per_epoch_study):
     assert "Pareto front of full-budget trials" in done.stdout and "Hypervolume" in done.stdout
     assert "Best trials by val_accuracy" in done.stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in done.stdout
+    # Links into that UI open the study's runs and the study run in its model-training view.
+    assert "http://127.0.0.1:5000/#/experiments/" in done.stdout and "?workflowType=machine_learning" in done.stdout
     # Neither TensorFlow's nor Ray's start-up noise reaches the user.
     assert "cuda" not in (done.stdout + done.stderr).lower()
     assert "Traceback" not in done.stderr
@@ -98,6 +100,8 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_per_epoch_study):
     # One finished parent run for the study, with its summary table.
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
+    run_link = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{parent.info.run_id}?workflowType=machine_learning"
+    assert run_link in done.stdout
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.csv", "summary.txt", "mnist.py"} <= artifacts
     assert parent.data.metrics["trials_total"] == 4

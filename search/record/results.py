@@ -25,6 +25,7 @@ from typing import Any
 
 from search.space import typed_params
 from search.record.tracking import default_tracking_uri
+from search.record.tracking import ui_links
 
 if TYPE_CHECKING:
     import optuna
@@ -70,6 +71,11 @@ class Study:
             name: optuna.distributions.json_to_distribution(json.dumps(spec))
             for name, spec in json.loads(Path(text).read_text()).items()
         }
+
+    def links(self) -> dict[str, str]:
+        """Links into the MLflow UI: the study's runs table ("runs") and the study run ("run")
+        (`search.record.tracking.ui_links`; for a local store, start the UI with `ui_command`)."""
+        return ui_links(self.tracking_uri, self.client.get_run(self.run_id).info.experiment_id, self.run_id)
 
     @property
     def front_kind(self) -> str:

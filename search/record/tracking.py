@@ -64,11 +64,30 @@ def default_tracking_uri(results_dir: Path) -> str:
     return f"sqlite:///{(results_dir / 'mlflow.db').resolve()}"
 
 
+UI_PORT = 5000  # where `ui_command` serves the MLflow UI of a local store
+
+
 def ui_command(tracking_uri: str) -> str:
     """The command that opens the MLflow UI on this store, bound to the loopback interface."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"open {tracking_uri} in a browser"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {UI_PORT}"
+
+
+def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> dict[str, str]:
+    """Links into the MLflow UI (the server at `tracking_uri`, or the one `ui_command` starts for a
+    local store): the experiment's runs table ("runs") and, with `run_id`, that run ("run").
+
+    MLflow 3.17's UI opens an experiment in its GenAI view (traces) unless the page's
+    `workflowType` says otherwise; it reads that from the link before the browser's stored
+    choice (`mlflow.workflowType`), and before the experiment's `mlflow.experimentKind` tag,
+    which a fresh browser profile does not heed: the links say `machine_learning`.
+    """
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    links = {"runs": f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"}
+    if run_id:
+        links["run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+    return links
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, float]:

@@ -43,6 +43,7 @@ class StudyResult:
     optuna_journal: str | None = None  # the searcher's record (`optuna-dashboard PATH` opens it)
     remeasured: Remeasured | None = None  # the front measured again alone (`search.compute.remeasure`)
     table: pd.DataFrame | None = None  # one row per trial when the front is over recipes
+    experiment_id: str = ""
     targets: pd.DataFrame | None = None  # the fastest recipe per target (front over recipes)
 
     @property
@@ -146,4 +147,5 @@ def run_study(
         remeasured=outcome.remeasured,
         table=outcome.trials,
         targets=outcome.targets,
+        experiment_id=study.runs.experiment_id,
     )
