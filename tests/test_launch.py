@@ -260,3 +260,16 @@ def test_results_api_reads_the_study_back_from_mlflow(tiny_study):
     history = study.history(study.front.iloc[0]["trial"])
     assert list(history["epoch"]) == [1, 2]
     assert len(study.optuna_study().trials) == (trials["status"] == "finished").sum()
+
+
+def test_links_into_the_mlflow_ui_open_the_model_training_view_of_a_local_store_or_a_server():
+    from search.record.tracking import ui_links
+
+    local = ui_links("sqlite:////somewhere/results/mlflow.db", "3", "abc")
+    # A local store: the UI that `mlflow ui` (as printed) serves on 127.0.0.1:5000.
+    assert local == {
+        "runs": "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning",
+        "run": "http://127.0.0.1:5000/#/experiments/3/runs/abc?workflowType=machine_learning",
+    }
+    # A tracking server: its own address, whatever trailing slash it was given.
+    assert ui_links("http://mlflow.internal:8080/", "7")["runs"] == "http://mlflow.internal:8080/#/experiments/7/runs?workflowType=machine_learning"
