@@ -193,6 +193,7 @@ def _print_interrupted(
     """After Ctrl-C: what ended before the interruption, and the command that carries on."""
     import shlex
 
+    from search.record import terminal
     from search.record.results import load_study
     from search.record.tables import format_table
 
@@ -205,9 +206,9 @@ def _print_interrupted(
     trials = study.trials
     shown = [c for c in ["trial", "status", *space.objectives, EPOCH, *space.params] if c in trials]
     print(f"\nStudy {study_name} interrupted. Trials so far (cut-off ones are KILLED in MLflow):")
-    print(format_table(trials[shown]) if not trials.empty else "(none)")
+    print(format_table(trials[shown], width=terminal.width()) if not trials.empty else "(none)")
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
-    print("Resume it with:  python -m search.launch " + shlex.join([*args, "--resume"]))
+    print(terminal.command("Resume it with:  python -m search.launch " + shlex.join([*args, "--resume"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,15 +224,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from search.record.tracking import ui_command
-    from search.record.tracking import ui_links
+    from search.record.terminal import wrap
     from search.study import StudyInterrupted
     from search.study import run_study
 
     print(
-        f"Study '{space.name}': {space.num_samples} trials of up to {space.max_epochs} epochs, "
-        f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}"
-        + (f", early stopping on {dict(space.rung_objectives)}" if space.rung_objectives else ""),
+        wrap(
+            f"Study '{space.name}': {space.num_samples} trials of up to {space.max_epochs} epochs, "
+            f"{space.max_concurrent} at a time, objectives {dict(space.objectives)}"
+            + (f", early stopping on {dict(space.rung_objectives)}" if space.rung_objectives else "")
+        ),
         flush=True,
     )
     try:
@@ -256,20 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     counts = table["status"].value_counts() if not table.empty else {}
     minutes, seconds = divmod(int(result.wall_time_s), 60)
     print(
-        f"\nStudy {result.name} ended in {minutes}m {seconds:02d}s: {len(table)} trials "
-        f"({counts.get('finished', 0)} finished, {counts.get('stopped', 0)} stopped early, "
-        f"{counts.get('failed', 0)} failed"
-        + (f", {counts['cut off']} cut off by the time budget" if counts.get("cut off") else "")
-        + ")."
+        "\n"
+        + wrap(
+            f"Study {result.name} ended in {minutes}m {seconds:02d}s: {len(table)} trials "
+            f"({counts.get('finished', 0)} finished, {counts.get('stopped', 0)} stopped early, "
+            f"{counts.get('failed', 0)} failed"
+            + (f", {counts['cut off']} cut off by the time budget" if counts.get("cut off") else "")
+            + ")."
+        )
     )
     _print_fronts(result, space)
-    print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
-    print(f"Open the MLflow UI:  {ui_command(result.tracking_uri)}")
-    links = ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id)
-    print(f"  the study's runs (expand the study run for its trials): {links['runs']}")
-    print(f"  the study run (parameters, metrics, pareto.png, summary): {links['run']}")
-    if result.optuna_journal:
-        print(f"Open the searcher's record (Pareto front, hypervolume history, parameter importance):  optuna-dashboard {result.optuna_journal}")
+    _print_record(result)
     if table.empty and space.num_samples > 0:
         print("error: no trial ran; see the messages above (e.g. Ray could not start the trial processes).", file=sys.stderr)
         return EXIT_ALL_FAILED
@@ -279,6 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _print_record(result: Any) -> None:
+    """Where the study is recorded: the MLflow UI's command and links, Optuna's dashboard. Each
+    link is printed whole, on a line of its own."""
+    from search.record.terminal import command
+    from search.record.tracking import ui_command
+    from search.record.tracking import ui_links
+
+    print(f"\nMLflow: experiment '{result.experiment}', study run {result.parent_run_id}")
+    print("Open the MLflow UI:")
+    print(command(f"  {ui_command(result.tracking_uri)}"))
+    links = ui_links(result.tracking_uri, result.experiment_id, result.parent_run_id)
+    print(f"then the study's runs (expand the study run for its trials):\n  {links['runs']}")
+    print(f"and the study run (parameters, metrics, pareto.png, summary):\n  {links['run']}")
+    if result.optuna_journal:
+        print("Open the searcher's record (Pareto front, hypervolume history, parameter importance):")
+        print(command(f"  optuna-dashboard {result.optuna_journal}"))
+
+
 def _print_fronts(result: Any, space: Any) -> None:
     """The study's outcome on the terminal: early stops, the best trials, the front (over trials
     or over recipes), the front measured again alone, and the fastest recipe to each target."""
@@ -286,26 +303,27 @@ def _print_fronts(result: Any, space: Any) -> None:
     from search.record.front import describe
     from search.record.front import describe_targets
     from search.record.tables import format_table
+    from search.record.terminal import width
+    from search.record.terminal import wrap
 
-    table = result.trials
+    table, columns = result.trials, width()
     if result.stopped_at_rung:
         stops = ", ".join(f"{n} at epoch {rung}" for rung, n in result.stopped_at_rung.items())
-        print(f"Stopped early: {stops}.")
-    print(f"\nBest trials by {space.primary_metric} ({space.primary_mode}), full-budget trials first:")
-    print(format_table(table, rows=10))
+        print(wrap(f"Stopped early: {stops}."))
+    print("\n" + wrap(f"Best trials by {space.primary_metric} ({space.primary_mode}), full-budget trials first:"))
+    print(format_table(table, rows=10, width=columns, more_in="summary.csv"))
     if result.recipes is not None:
-        print(f"\nFront over recipes (every epoch of every trial, {len(result.recipes)} recipes) over {list(space.objectives)} (* = knee):")
-        print(describe(result.front, space.objectives, list(space.params), result.model_uris, key=RECIPE))
+        print("\n" + wrap(f"Front over recipes (every epoch of every trial, {len(result.recipes)} recipes) over {list(space.objectives)} (* = knee):"))
+        print(describe(result.front, space.objectives, list(space.params), result.model_uris, key=RECIPE, width=columns))
     else:
-        print(f"\nPareto front of full-budget trials over {list(space.objectives)} (* = knee):")
-        print(describe(result.front, space.objectives, list(space.params), result.model_uris))
+        print("\n" + wrap(f"Pareto front of full-budget trials over {list(space.objectives)} (* = knee):"))
+        print(describe(result.front, space.objectives, list(space.params), result.model_uris, width=columns))
     if result.targets is not None and not result.targets.empty:
         print("\nFastest recipe to each target (the least training time to reach it):")
-        print(describe_targets(result.targets, result.model_uris, set(result.front.points[RECIPE])))
+        print(describe_targets(result.targets, result.model_uris, set(result.front.points[RECIPE]), width=columns))
     if result.remeasured is not None:
-        print("\nThe front measured again alone, one configuration at a time (* = knee on those figures;"
-              " the registry's aliases follow them):")
-        print(result.remeasured.describe(result.front))
+        print("\n" + wrap("The front measured again alone, one configuration at a time (* = knee on those figures; the registry's aliases follow them):"))
+        print(result.remeasured.describe(result.front, width=columns))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from search.record.results import open_experiment
+from search.record.terminal import command
+from search.record.terminal import wrap
 from search.record.tracking import ui_command
 from search.record.tracking import ui_links
 
@@ -149,23 +151,29 @@ def main(argv: list[str] | None = None) -> int:
     picked = ranked[0]
     uri = picked.uri
     if picked.epoch is None:
-        print(f"{picked.trial} ({uri}, run {picked.run_id}): best {metric} ({direction}) among front models meeting the bounds")
+        print(wrap(f"{picked.trial} ({uri}, run {picked.run_id}): best {metric} ({direction}) among front models meeting the bounds"))
     else:
         print(
-            f"{picked.trial} after epoch {picked.epoch} ({uri}, run {picked.run_id}): best {metric} ({direction}) "
-            "among front recipes meeting the bounds"
+            wrap(
+                f"{picked.trial} after epoch {picked.epoch} ({uri}, run {picked.run_id}): best {metric} ({direction}) "
+                "among front recipes meeting the bounds"
+            )
         )
     for name in sorted(picked.metrics):
         print(f"  {name} = {picked.metrics[name]:.6g}")
-    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(picked.params.items())))
+    print(wrap("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(picked.params.items()))))
     if picked.epoch is not None:
         print(
-            f"  recipe: this config trained for {picked.epoch} epoch{'s' if picked.epoch != 1 else ''}, its schedules set for "
-            f"epochs={picked.params.get('epochs', '?')} as the trial ran it (the model above is that epoch's)"
+            wrap(
+                f"  recipe: this config trained for {picked.epoch} epoch{'s' if picked.epoch != 1 else ''}, its schedules set for "
+                f"epochs={picked.params.get('epochs', '?')} as the trial ran it (the model above is that epoch's)"
+            )
         )
-    print(f"  run:   {ui_links(tracking_uri, experiment_id, picked.run_id)['run']}  (MLflow UI: {ui_command(tracking_uri)})")
-    print(f'  load:  mlflow.pyfunc.load_model("{uri}")  (tracking URI {tracking_uri})')
-    print(f"  serve: MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m {uri} --env-manager local")
+    print(f"  run (in the MLflow UI):\n    {ui_links(tracking_uri, experiment_id, picked.run_id)['run']}")
+    print(command(f"    {ui_command(tracking_uri)}"))
+    print(wrap(f'  load:  mlflow.pyfunc.load_model("{uri}")  (tracking URI {tracking_uri})'))
+    print("  serve:")
+    print(command(f"    MLFLOW_TRACKING_URI={tracking_uri} mlflow models serve -m {uri} --env-manager local"))
     if options.download:
         mlflow.set_tracking_uri(tracking_uri)
         path = mlflow.artifacts.download_artifacts(uri, dst_path=str(options.download))

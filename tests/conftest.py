@@ -50,8 +50,64 @@ def _tiny(tmp_path: Path, space_file: Path) -> tuple[Path, subprocess.CompletedP
         "--set", "data_source=bundled", "--set", "train_examples=1000",
         "--results-dir", str(tmp_path / "results"), "--experiment", "smoke",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = run_in_terminal(command, cwd=tmp_path, timeout=600)
     return tmp_path, done
+
+
+TERMINAL_COLUMNS = 100  # the window the end-to-end studies print to
+
+
+def run_in_terminal(command: list[str], *, cwd: Path, timeout: float, columns: int = TERMINAL_COLUMNS) -> subprocess.CompletedProcess:
+    """Run `command` with its stdout in a pseudo-terminal `columns` wide (as a user's window),
+    its stderr in a pipe; returns what each printed, stdout with the terminal's colours and
+    carriage returns removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+    import threading
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    environment = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=environment)
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: every writer is gone
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    finally:
+        reader.join(timeout=30)
+        os.close(leader)
+    stdout = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n").replace("\r", "")
+    stdout = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", stdout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr.decode(errors="replace"))
+
+
+def too_wide(text: str, columns: int = TERMINAL_COLUMNS) -> list[str]:
+    """The lines of `text` longer than `columns`, but for a line that is one link (printed
+    whole, on its own line, where a terminal keeps it clickable)."""
+    return [line for line in text.splitlines() if len(line) > columns and not (line.strip().startswith("http") and " " not in line.strip())]
+
+
+def unfolded(text: str) -> str:
+    """`text` with shell commands folded by `search.record.terminal.command` joined again."""
+    import re
+
+    return re.sub(r" \\\n\s+", " ", text)
 
 
 @pytest.fixture(scope="session")

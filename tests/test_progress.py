@@ -12,7 +12,7 @@ def _progress(stream, **kwargs):
         name_of=lambda trial: f"trial-{trial.trial_id}",
         stopped_early=lambda trial_id: trial_id == "2",
         stream=stream,
-        **kwargs,
+        **{"width": 1000, **kwargs},
     )
 
 
@@ -56,7 +56,7 @@ def test_once_every_trial_has_started_time_left_is_the_slowest_running_trials_la
     stream = io.StringIO()
     progress = ProgressLines(
         total=3, objectives={"score": "max"}, name_of=lambda trial: "t", stopped_early=lambda trial_id: False,
-        stream=stream, max_epochs=10,
+        stream=stream, max_epochs=10, width=1000,
     )  # fmt: skip
     progress.start -= 30  # two small trials ended within 30 s; the average says 15 s for the third
     small = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 10, "score": 1.0})
@@ -67,3 +67,16 @@ def test_once_every_trial_has_started_time_left_is_the_slowest_running_trials_la
     first, second = stream.getvalue().splitlines()
     assert "~01:00 left" in first  # a trial still to start: the average of the ended ones
     assert "~02:40 left" in second
+
+
+def test_a_line_too_long_for_the_window_folds_between_what_ended_and_the_counts():
+    stream = io.StringIO()
+    progress = _progress(stream, width=100)
+    running = SimpleNamespace(trial_id="3", status="RUNNING")
+    done = SimpleNamespace(trial_id="1", status="RUNNING", last_result={"epoch": 4, "val_accuracy": 0.9, "epoch_time_s": 1.5})
+    progress.on_trial_complete(0, [done, running], done)
+    lines = stream.getvalue().splitlines()
+    # Each line fits; the counts start the next line, indented, whole.
+    assert all(len(line) <= 100 for line in lines) and len(lines) >= 2
+    assert lines[0].endswith("val_accuracy=0.9 epoch_time_s=1.5")
+    assert lines[1].startswith("        | 1/4 ended (1 finished, 0 stopped, 0 failed), 1 running")

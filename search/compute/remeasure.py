@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from search.record.terminal import wrap
 from trainables.contract import TrialContext
 from trainables.contract import never
 
@@ -110,14 +111,14 @@ def measure_front(
         return None
     started = time.time()
     if metrics:
-        progress(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)}).")
+        progress(wrap(f"Measuring the {len(points)} front configurations again, one at a time, alone on the node ({', '.join(metrics)})."))
     else:
-        progress(f"Measuring what the front trials left out ({', '.join(finishing)}).")
+        progress(wrap(f"Measuring what the front trials left out ({', '.join(finishing)})."))
     measured, notes = _measure(points, space, cache_dir, should_stop, methods, key)
     _record_finished(front, runs, {point: values["finish"] for point, values in measured.items() if "finish" in values}, key)
     if not metrics:
         for note in notes:
-            progress(note)
+            progress(wrap(note))
         return None
     alone = {trial: values["remeasure"] for trial, values in measured.items() if "remeasure" in values}
     from search.record.front import rank_alone
@@ -233,7 +234,7 @@ def retime_recipes(
     unique = points.drop_duplicates("recipe")
     if unique.empty or space.workers_per_trial > 1:  # a single process would time something else
         return {}
-    progress(f"Training the {len(unique)} recipes that answer the targets again, alone, {repeats} times each ({TRAIN_TIME_S}).")
+    progress(wrap(f"Training the {len(unique)} recipes that answer the targets again, alone, {repeats} times each ({TRAIN_TIME_S})."))
     task = ray.remote(_retime_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
     retimed: dict[str, dict[str, float]] = {}
     for _, row in unique.iterrows():
@@ -247,7 +248,7 @@ def retime_recipes(
             seconds = ray.get(reference, timeout=TIMEOUT_S * repeats)
         except Exception as error:  # noqa: BLE001 - the study's figure stands
             ray.cancel(reference, force=True)
-            progress(f"{row['recipe']}: not trained again ({_reason(error)}).")
+            progress(wrap(f"{row['recipe']}: not trained again ({_reason(error)})."))
             continue
         if not seconds:
             continue

@@ -130,15 +130,18 @@ class Remeasured:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def describe(self, study: Front) -> str:
-        """The comparison as aligned text, with one line saying how far contention moved it."""
+    def describe(self, study: Front, width: int | None = None) -> str:
+        """The comparison as aligned text (as wide as `width` allows), with one line saying how
+        far contention moved it."""
+        from search.record.terminal import wrap
+
         changes = self.changes(study)
-        shown = changes.copy()
+        shown = changes[["trial", "on front alone", "knee alone", *[c for c in changes if c not in ("trial", "on front alone", "knee alone")]]].copy()
         for metric in self.metrics:
             shown[f"{metric} change"] = [f"{value:+.0%}" if np.isfinite(value) else "-" for value in changes[f"{metric} change"]]
         shown["on front alone"] = np.where(changes["on front alone"], "yes", "no")
         shown["knee alone"] = np.where(changes["knee alone"], "*", "")
-        lines = [format_table(shown, hide=())]
+        lines = [format_table(shown, hide=(), width=width, more_in="front_alone.csv")]
         for metric in self.metrics:
             moved = changes[f"{metric} change"].dropna()
             if not moved.empty:
@@ -149,7 +152,7 @@ class Remeasured:
             f" ({self.seconds:.0f} s to measure)."
         )
         lines.extend(self.notes)
-        return "\n".join(lines)
+        return "\n".join(wrap(line, width) if i and width else line for i, line in enumerate(lines))
 
 
 def rank_alone(
@@ -336,8 +339,8 @@ def fastest_per_target(
 ALONE_COLUMNS = ("train_time_s_alone", "train_time_s_alone_min", "train_time_s_alone_max")
 
 
-def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: set[str]) -> str:
-    """One line per target: the fastest recipe that reaches it, and its model."""
+def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: set[str], width: int | None = None) -> str:
+    """One line per target (folded to `width`): the fastest recipe that reaches it, and its model."""
     lines = []
     for _, row in fastest.iterrows():
         sign = ">=" if row["mode"] == "max" else "<="
@@ -353,7 +356,9 @@ def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: s
             f"{row['metric']} {sign} {row['target']:g}: {row['trial']} trained {epochs} epoch{'s' if epochs != 1 else ''}, "
             f"{row['train_time_s']:.3g} s of training{alone} ({row['metric']}={row['value']:.4g}), {model}"
         )
-    return "\n".join(lines)
+    from search.record.terminal import wrap
+
+    return "\n".join(wrap(line, width) if width else line for line in lines)
 
 
 def _record_remeasured(front: Front, remeasured: Remeasured, runs: StudyRuns, parent_run_id: str) -> None:
@@ -470,21 +475,27 @@ def discard_models(models_dir: Path) -> None:
     shutil.rmtree(models_dir, ignore_errors=True)
 
 
-def describe(front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str], key: str = "trial") -> str:
-    """The front as aligned text for the terminal: knee first, objectives then parameters (a
-    front over recipes, `key` "recipe", also gives each point's epoch)."""
+def describe(
+    front: Front, objectives: Mapping[str, str], params: list[str], uris: Mapping[str, str], key: str = "trial", width: int | None = None
+) -> str:
+    """The front as aligned text for the terminal: knee first; the trial (and for a front over
+    recipes, `key` "recipe", its epoch), the objectives, the model, then the parameters as far
+    as `width` allows (the rest are named; `pareto.csv` has them)."""
+    from search.record.terminal import wrap
+
     points = front.points
     if points.empty:
         return "No trial ran its full budget, so there is no Pareto front." if key == "trial" else "No trial reported an epoch."
     epoch = ["epoch"] if key == RECIPE else []
-    shown = points[["trial", *epoch, *dict.fromkeys([*objectives, *([TRAIN_TIME_S] if epoch and TRAIN_TIME_S in points else [])]), *[p for p in params if p in points]]].copy()
+    shown = points[["trial", *epoch, *dict.fromkeys([*objectives, *([TRAIN_TIME_S] if epoch and TRAIN_TIME_S in points else [])])]].copy()
     shown.insert(1, "knee", np.where(points["knee"].astype(bool), "*", ""))
     if uris:
         shown["model"] = [uris.get(point, "-") for point in points[key]]
+    shown = pd.concat([shown, points[[p for p in params if p in points]]], axis=1)
     reference = ", ".join(f"{m}={v:.4g}" for m, v in front.reference_point.items())
+    hypervolume = f"Hypervolume {front.hypervolume:.4g} against the reference point ({reference})."
     return (
-        format_table(shown, hide=())
-        + f"\nHypervolume {front.hypervolume:.4g} against the reference point ({reference})."
+        format_table(shown, hide=(), width=width, more_in="pareto.csv")
+        + "\n"
+        + (wrap(hypervolume, width) if width else hypervolume)
     )
-
-

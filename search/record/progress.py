@@ -12,6 +12,8 @@ from typing import TextIO
 
 from ray import tune
 
+from search.record.terminal import wrap_parts
+
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
@@ -44,7 +46,9 @@ class ProgressLines(tune.Callback):
         cut_off: Callable[[str], bool] | None = None,
         time_budget_s: float | None = None,
         max_epochs: int | None = None,
+        width: int | None = None,
     ) -> None:
+        self.width = width  # columns to fold each line to; None: the terminal's
         self.max_epochs = max_epochs
         self.cut_off = cut_off or (lambda trial_id: False)
         self.time_budget_s = time_budget_s
@@ -79,10 +83,12 @@ class ProgressLines(tune.Callback):
             if self.time_budget_s is not None:
                 estimate = max(min(estimate, self.time_budget_s - elapsed), 0.0)
             left = f", ~{_clock(estimate)} left"
+        counts = (
+            f"{ended}/{self.total} ended ({self.counts['finished']} finished, {self.counts['stopped']} stopped, "
+            f"{self.counts['failed']} failed{cut}), {running} running{best}{left}"
+        )
         print(
-            f"[{_clock(elapsed)}] {text} | {ended}/{self.total} ended "
-            f"({self.counts['finished']} finished, {self.counts['stopped']} stopped, "
-            f"{self.counts['failed']} failed{cut}), {running} running{best}{left}",
+            wrap_parts([f"[{_clock(elapsed)}] {text}", counts], self.width, indent="        "),
             file=self.stream or sys.stdout,  # looked up late: a notebook's stdout cannot be pickled
             flush=True,
         )

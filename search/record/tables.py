@@ -56,11 +56,17 @@ def study_table(runs: Any, parent_run_id: str, space: SearchSpace, models_dir: P
 
 
 def format_table(
-    table: pd.DataFrame, rows: int | None = None, hide: tuple[str, ...] = HIDDEN_COLUMNS
+    table: pd.DataFrame,
+    rows: int | None = None,
+    hide: tuple[str, ...] = HIDDEN_COLUMNS,
+    width: int | None = None,
+    more_in: str | None = None,
 ) -> str:
-    """A table as aligned text, numbers rounded for reading, bookkeeping columns left out."""
-    import pandas as pd
+    """A table as aligned text, numbers rounded for reading, bookkeeping columns left out.
 
+    With `width` (a terminal's columns, `search.record.terminal.width`), columns are kept from
+    the first while the table fits, and the rest named on one line ("+ 3 more columns in
+    summary.csv: ..." with `more_in`) rather than wrapped: order the columns by importance."""
     if table.empty:
         return "(no trials)"
     shown = table.drop(columns=[c for c in hide if c in table])
@@ -69,7 +75,26 @@ def format_table(
     empty = [column for column in shown if shown[column].isna().all()]
     shown = shown.astype({column: float for column in empty})
     shown = shown.head(rows) if rows else shown
-    with pd.option_context("display.width", 250, "display.max_columns", 40):
+    text = _render(shown)
+    if width is None:
+        return text
+    kept = list(shown.columns)
+    while len(kept) > 1 and max(map(len, text.splitlines())) > width:
+        kept.pop()
+        text = _render(shown[kept])
+    left = [column for column in shown.columns if column not in kept]
+    if left:
+        from search.record.terminal import wrap
+
+        where = f" in {more_in}" if more_in else ""
+        text += "\n" + wrap(f"+ {len(left)} more column{'s' if len(left) > 1 else ''}{where}: {', '.join(map(str, left))}", width)
+    return text
+
+
+def _render(shown: pd.DataFrame) -> str:
+    import pandas as pd
+
+    with pd.option_context("display.width", 10_000, "display.max_columns", 200):
         return shown.to_string(index=False, float_format=_number, na_rep="-")
 
 

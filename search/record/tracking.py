@@ -227,7 +227,9 @@ class WatchedClient:
         )
 
     def _say(self, line: str) -> None:
-        print(line, file=self._stream or sys.stderr, flush=True)
+        from search.record.terminal import wrap
+
+        print(wrap(line), file=self._stream or sys.stderr, flush=True)
 
 
 class StudyRuns:

@@ -49,6 +49,7 @@ from search.record.progress import ProgressLines
 from search.record.tables import HIDDEN_COLUMNS
 from search.record.tables import format_table
 from search.record.tables import study_table
+from search.record.terminal import wrap
 from search.record.tracking import TrialRuns
 from search.space import SearchSpace
 import search.study.resume as resuming
@@ -161,7 +162,7 @@ def start_compute(space: SearchSpace, results_dir: Path, tracking_uri: str, addr
             ray.init(address="local", include_dashboard=space.workers_per_trial > 1, **settings)
     note = cluster.check_resources(space)
     if note:
-        print(note, flush=True)
+        print(wrap(note), flush=True)
 
 
 def open_study(runs: StudyRuns, space: SearchSpace, results_dir: Path, resume: bool) -> Study:
