@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search.record.results import histories
 from search.record.results import open_experiment
 from search.record.terminal import command
 from search.record.terminal import wrap
 from search.record.tracking import ui_command
 from search.record.tracking import ui_links
+from trainables.contract import EPOCH
 
 
 def _bound(text: str) -> tuple[str, float]:
@@ -99,16 +101,20 @@ def _front_recipes(client: Any, experiment: str, options: argparse.Namespace) ->
         return []
     found = []
     runs: dict[str, Any] = {}
+    courses: dict[str, Any] = {}  # run id -> its metrics by epoch, read once for all its recipes
     for version in versions:
         if "epoch" not in version.tags or not version.run_id:
             continue
         epoch = int(version.tags["epoch"])
-        run = runs.get(version.run_id) or runs.setdefault(version.run_id, client.get_run(version.run_id))
-        metrics = {}
-        for name in run.data.metrics:
-            at_epoch = [m.value for m in client.get_metric_history(run.info.run_id, name) if m.step == epoch]
-            if at_epoch:
-                metrics[name] = at_epoch[-1]
+        if version.run_id not in runs:
+            run = runs[version.run_id] = client.get_run(version.run_id)
+            names = [name for name in run.data.metrics if name != EPOCH]
+            courses[version.run_id] = histories(client, {run.info.run_id: run.info.run_id}, names)[run.info.run_id].set_index(EPOCH)
+        run, course = runs[version.run_id], courses[version.run_id]
+        at_epoch = course.loc[epoch].drop("reported_at") if epoch in course.index else {}
+        metrics = {name: float(value) for name, value in dict(at_epoch).items() if value == value}  # NaN: not logged then
+        if EPOCH in run.data.metrics:
+            metrics[EPOCH] = float(epoch)
         if _meets(metrics, options):
             found.append(Candidate(run.info.run_name, f"models:/{experiment}/{version.version}", run.info.run_id, metrics, dict(run.data.params), epoch))
     return found

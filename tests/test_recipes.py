@@ -72,7 +72,7 @@ def test_the_fastest_recipe_per_target_comes_from_any_epoch_of_any_trial_stopped
     assert "val_accuracy >= 0.99: no recipe reached it." in text
     # A recipe trained again alone shows that figure and its range over the runs beside the study's.
     retimed = {"stopped@1": {"train_time_s_alone": 1.4, "train_time_s_alone_min": 1.3, "train_time_s_alone_max": 1.6}}
-    again = front_module.fastest_per_target(table, [("val_accuracy", 0.95)], OBJECTIVES, retimed)
+    again = front_module.with_retimed(front_module.fastest_per_target(table, [("val_accuracy", 0.95)], OBJECTIVES), retimed)
     assert again.loc[0, "train_time_s_alone"] == 1.4
     assert "1.5 s of training; alone 1.4 s (1.3-1.6 s over its runs)" in front_module.describe_targets(again, {}, set())
 

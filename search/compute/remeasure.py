@@ -237,12 +237,12 @@ def retime_recipes(
     progress(wrap(f"Training the {len(unique)} recipes that answer the targets again, alone, {repeats} times each ({TRAIN_TIME_S})."))
     task = ray.remote(_retime_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
     retimed: dict[str, dict[str, float]] = {}
+    needed = space.needed_metrics
     for _, row in unique.iterrows():
         config_file = Path(row["config_file"])
         if should_stop() or not config_file.exists():
             continue
         config = json.loads(config_file.read_text())
-        needed = frozenset(space.needed_metrics)
         reference = task.remote(space.trainable, config, int(row["epoch"]), repeats, needed, space.cpus_per_trial, space.gpu_memory_mb, str(cache_dir))
         try:
             seconds = ray.get(reference, timeout=TIMEOUT_S * repeats)

@@ -73,7 +73,7 @@ def table(trials: pd.DataFrame, histories: Mapping[str, pd.DataFrame], *, keep: 
             continue
         history = history.sort_values(EPOCH).reset_index(drop=True)
         fixed = {column: trial[column] for column in keep if column in trial and column not in history}
-        frame = pd.DataFrame({**{c: [v] * len(history) for c, v in fixed.items()}}, index=history.index)
+        frame = pd.DataFrame({column: [value] * len(history) for column, value in fixed.items()}, index=history.index)
         frame = pd.concat([frame, history], axis=1)
         frame.insert(0, RECIPE, [recipe_name(trial["trial"], epoch) for epoch in history[EPOCH]])
         frames.append(frame)

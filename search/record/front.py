@@ -256,7 +256,7 @@ def record_recipes(
     model_registry_name: str,
     started_at: float,
     targets: list[tuple[str, float]],
-    retimed: Mapping[str, Mapping[str, float]] | None = None,
+    fastest: pd.DataFrame,
 ) -> dict[str, str]:
     """Write a front over recipes (`front.table`: one row per recipe) to MLflow.
 
@@ -265,8 +265,9 @@ def record_recipes(
     reaching it took (`time_to_<metric>_<target>_s`) or the tag `targets_missed`. The study run
     gets what a front over trials gets (`pareto.csv` with each point's `epoch`, a picture of
     every trial's curve with the front as a staircase and the targets marked, the hypervolume),
-    `recipes.csv` (every recipe) and `targets.csv` (the fastest recipe per target); each front
-    recipe's model (the model after its epoch) is registered. Returns the URIs by recipe.
+    `recipes.csv` (every recipe) and `targets.csv` (`fastest`, the fastest recipe per target:
+    `fastest_per_target`); each front recipe's model (the model after its epoch) is registered.
+    Returns the URIs by recipe.
     """
     from search.methods import recipes as recipe_module
     from search.record.plots import recipes_plot
@@ -288,8 +289,7 @@ def record_recipes(
         runs.log_metrics(run_id, reached, step=int(rows["epoch"].max()), tags=tags)
     uris = _register_front_models(front, runs, model_registry_name, parent_run_id, objectives, key=RECIPE)
     table = table.assign(model_uri=table[RECIPE].map(uris))
-    fastest = fastest_per_target(table, targets, objectives, retimed)
-    fastest["model_uri"] = fastest[RECIPE].map(uris)
+    fastest = fastest.assign(model_uri=fastest[RECIPE].map(uris))
     runs.log_params(parent_run_id, {"front": "recipes", "targets": [f"{m}={v:g}" for m, v in targets]})
     runs.log_metrics(
         parent_run_id,
@@ -306,13 +306,9 @@ def record_recipes(
     return uris
 
 
-def fastest_per_target(
-    recipes: pd.DataFrame, targets: list[tuple[str, float]], objectives: Mapping[str, str], retimed: Mapping[str, Mapping[str, float]] | None = None
-) -> pd.DataFrame:
+def fastest_per_target(recipes: pd.DataFrame, targets: list[tuple[str, float]], objectives: Mapping[str, str]) -> pd.DataFrame:
     """One row per target: the recipe that reaches it in the least training time (`recipe`,
-    `trial`, `epoch`, `train_time_s`, the metric's value), or NaNs where no recipe does; with
-    `retimed` (by recipe, `search.compute.remeasure.retime_recipes`), its training time measured
-    again alone and that figure's range over the runs."""
+    `trial`, `epoch`, `train_time_s`, the metric's value), or NaNs where no recipe does."""
     from search.methods import recipes as recipe_module
 
     rows = []
@@ -331,12 +327,17 @@ def fastest_per_target(
                 "value": float(best[metric]) if best is not None else np.nan,
             }
         )
-        alone = (retimed or {}).get(rows[-1][RECIPE], {})
-        rows[-1].update({column: alone.get(column, np.nan) for column in ALONE_COLUMNS})
-    return pd.DataFrame(rows, columns=["metric", "target", "mode", RECIPE, "trial", "epoch", "train_time_s", "value", *ALONE_COLUMNS])
+    return pd.DataFrame(rows, columns=["metric", "target", "mode", RECIPE, "trial", "epoch", "train_time_s", "value"])
 
 
 ALONE_COLUMNS = ("train_time_s_alone", "train_time_s_alone_min", "train_time_s_alone_max")
+
+
+def with_retimed(fastest: pd.DataFrame, retimed: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """`fastest` (`fastest_per_target`) with each answer's training time measured again alone
+    and its range over the runs (`retimed`, by recipe: `search.compute.remeasure.retime_recipes`;
+    NaN where it was not)."""
+    return fastest.assign(**{column: [retimed.get(recipe, {}).get(column, np.nan) for recipe in fastest[RECIPE]] for column in ALONE_COLUMNS})
 
 
 def describe_targets(fastest: pd.DataFrame, uris: Mapping[str, str], on_front: set[str], width: int | None = None) -> str:

@@ -331,8 +331,10 @@ def _finish_recipes(
         table, space.objectives, reference_point=space.reference_point, started_at=started_at, eligible=pd.Series(finite, index=table.index)
     )
     remeasure.measure_front(front, space, runs, cache_dir=study.directory("cache"), again=False, should_stop=ending.stop_requested, key=RECIPE)
-    answers = front.table[front.table[RECIPE].isin(front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives)[RECIPE])]
+    fastest = front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives)
+    answers = front.table[front.table[RECIPE].isin(fastest[RECIPE])]
     retimed = remeasure.retime_recipes(answers, space, runs, cache_dir=study.directory("cache"), should_stop=ending.stop_requested) if again else {}
+    fastest = front_module.with_retimed(fastest, retimed)
     ending.check()
     model_uris = front_module.record_recipes(
         front,
@@ -342,13 +344,12 @@ def _finish_recipes(
         model_registry_name=experiment,
         started_at=started_at,
         targets=space.recipe_targets,
-        retimed=retimed,
+        fastest=fastest,
     )
     trials["on_front"] = trials["trial"].isin(set(front.points["trial"]))
     trials["knee"] = trials["trial"].isin(set(front.points.loc[front.points["knee"].astype(bool), "trial"]))
     stopped_at_rung = _clear_and_summarise(study, method, trials, wall_time_s, front.hypervolume)
-    targets = front_module.fastest_per_target(front.table, space.recipe_targets, space.objectives, retimed)
-    return Outcome(front, None, model_uris, stopped_at_rung, trials=trials, targets=targets)
+    return Outcome(front, None, model_uris, stopped_at_rung, trials=trials, targets=fastest)
 
 
 def _clear_and_summarise(study: Study, method: Method, trials: pd.DataFrame, wall_time_s: float, hypervolume: float) -> dict[int, int]:
