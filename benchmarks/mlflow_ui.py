@@ -80,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     study = load_study(options.experiment, results_dir=options.results_dir)
     experiment_id = study.client.get_run(study.run_id).info.experiment_id
     port = free_port()
-    links = {
-        name: link.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
-        for name, link in ui_links(study.tracking_uri, experiment_id, study.run_id).items()
-    }
+    links = ui_links(study.tracking_uri, experiment_id, study.run_id, port=port)
     links["charts"] = links["runs"] + "&compareRunsMode=CHART"
     links["plain"] = f"http://127.0.0.1:{port}/#/experiments/{experiment_id}"
     trials = list(study.trials["trial"])

@@ -74,16 +74,17 @@ def ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {UI_PORT}"
 
 
-def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None) -> dict[str, str]:
+def ui_links(tracking_uri: str, experiment_id: str, run_id: str | None = None, port: int = UI_PORT) -> dict[str, str]:
     """Links into the MLflow UI (the server at `tracking_uri`, or the one `ui_command` starts for a
-    local store): the experiment's runs table ("runs") and, with `run_id`, that run ("run").
+    local store, on `port`): the experiment's runs table ("runs") and, with `run_id`, that run
+    ("run").
 
     MLflow 3.17's UI opens an experiment in its GenAI view (traces) unless the page's
     `workflowType` says otherwise; it reads that from the link before the browser's stored
     choice (`mlflow.workflowType`), and before the experiment's `mlflow.experimentKind` tag,
     which a fresh browser profile does not heed: the links say `machine_learning`.
     """
-    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{port}"
     links = {"runs": f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"}
     if run_id:
         links["run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
