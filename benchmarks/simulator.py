@@ -130,7 +130,14 @@ def simulate(problem: Problem, policy: Policy, *, budget_s: float | None = None)
 class ProductPolicy:
     """The product's searcher and scheduler for `space`, wired as `run_study` wires them."""
 
-    def __init__(self, space: Any, *, stopped_trials: str | None = None, sampler_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        space: Any,
+        *,
+        stopped_trials: str | None = None,
+        sampler_options: dict[str, Any] | None = None,
+        capping_options: dict[str, Any] | None = None,
+    ) -> None:
         from ray.tune.search import ConcurrencyLimiter
 
         from search.methods.schedulers import make_scheduler
@@ -142,6 +149,7 @@ class ProductPolicy:
             max_t=space.max_epochs,
             grace_period=space.grace_period,
             reduction_factor=space.reduction_factor,
+            capping=(capping_options or {}) if space.uses_capping else None,
         )
         stopped_early = self.scheduler.stopped_early.__contains__
         self.searcher = ConcurrencyLimiter(

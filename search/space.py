@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 MODES = ("max", "min")
 SPACE_MODULE_PREFIX = "_search_space_"  # space files are imported under this module name prefix
 # Optuna samplers, all seeded; "variant" is Ray Tune's own random search (BasicVariantGenerator).
-SEARCHERS = ("tpe", "nsga2", "random", "variant")
+SEARCHERS = ("tpe", "nsga2", "random", "gp", "variant")
 SCHEDULERS = ("auto", "mo-asha", "asha", "none")  # auto: mo-asha for 2+ objectives, else asha
 FRONTS = ("trials", "recipes")  # what the front is over: full-budget trials, or every epoch of every trial
 
@@ -201,8 +201,9 @@ class SearchSpace:
         gpu_memory_mb: GPU memory each trial process may use, per GPU; None: a fraction of a
             GPU gets that fraction of its memory, whole GPUs grow their memory as needed.
         seed: seeds the searcher (and every trial's `seed`, unless a constant sets it).
-        searcher: "tpe" (default), "nsga2" or "random": the Optuna sampler; or "variant": Ray
-            Tune's BasicVariantGenerator (random draws without Optuna; no conditional params).
+        searcher: "tpe" (default), "nsga2", "random" or "gp" (needs PyTorch, the `gp` extra): the
+            Optuna sampler; or "variant": Ray Tune's BasicVariantGenerator (random draws
+            without Optuna; no conditional params).
         scheduler: "auto" (default: "mo-asha" with several objectives, else "asha"), "mo-asha",
             "asha" (on the first objective) or "none" (no early stopping).
         max_retries: times a failed trial is started again before it counts as FAILED.
@@ -228,6 +229,12 @@ class SearchSpace:
             trial's training time to each value (`time_to_val_accuracy_0.95_s`) and names the
             fastest recipe per target. The direction is the metric's objective direction
             ("max": at least the value), else "max". Needs a front over recipes.
+        capping: also stop a trial once every later recipe of it is dominated
+            (`search.methods.capping`): its training time only grows, and the largest gain any
+            trial made from that epoch on would not take it to the front. None (default): on
+            for a front over recipes whose (rung) objectives minimise `train_time_s`, as
+            measured in `python -m benchmarks.simulate --experiment capping`; True needs such a
+            front; False: off.
     """
 
     name: str
@@ -253,6 +260,7 @@ class SearchSpace:
     time_budget_s: float | None = None
     front: str = "trials"
     targets: Mapping[str, Sequence[float]] | None = None
+    capping: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -274,6 +282,14 @@ class SearchSpace:
     def recipe_targets(self) -> list[tuple[str, float]]:
         """`targets` as (metric, value) pairs, in order."""
         return [(metric, float(value)) for metric, values in (self.targets or {}).items() for value in values]
+
+    @property
+    def uses_capping(self) -> bool:
+        """Whether the study caps trials (`capping`, resolved)."""
+        from trainables.contract import TRAIN_TIME_S
+
+        possible = self.front == "recipes" and (self.rung_objectives or self.objectives).get(TRAIN_TIME_S) == "min"
+        return possible if self.capping is None else bool(self.capping)
 
     @property
     def needed_metrics(self) -> frozenset[str]:
@@ -350,6 +366,13 @@ class SearchSpace:
 
         if self.front not in FRONTS:
             raise SpaceError(f"`front` must be one of {FRONTS}, but got front={self.front!r}.")
+        if self.capping not in (None, True, False):
+            raise SpaceError(f"`capping` must be True, False or None (automatic), but got capping={self.capping!r}.")
+        if self.capping and ((self.rung_objectives or self.objectives).get(TRAIN_TIME_S) != "min" or self.front != "recipes"):
+            raise SpaceError(
+                f'`capping` stops trials whose later recipes are dominated; it needs front="recipes" and {TRAIN_TIME_S!r} '
+                f"minimised among the (rung) objectives, but got front={self.front!r}, objectives={dict(self.rung_objectives or self.objectives)!r}."
+            )
         if self.targets is None:
             return
         if self.front != "recipes":

@@ -145,6 +145,19 @@ def test_the_recipe_benchmark_scores_the_front_over_recipes_and_the_answer_per_t
         assert all(target["answer_over_best_median"] >= 1.0 for target in arm["targets"].values())
 
 
+def test_the_capping_benchmark_caps_only_where_the_arm_says_and_reports_the_oracle(tmp_path):
+    from benchmarks import simulate as benchmark
+
+    benchmark.main(["--experiment", "capping", "--benchmarks", "mnist-recipes", "--seeds", "1",
+                    "--arms", "default", "tpe-moasha", "--processes", "1", "--out", str(tmp_path)])  # fmt: skip
+    recipes = json.loads((tmp_path / "simulated_capping.json").read_text())["benchmarks"]["mnist-recipes"]
+    # The default over recipes caps trials; the arm with capping off never does.
+    assert recipes["arms"]["default"]["capped_mean"] > 0
+    assert recipes["arms"]["tpe-moasha"]["capped_mean"] == 0
+    # The oracle trains only the true front's recipes: some of the budget, never more than all of it.
+    assert 0 < recipes["oracle_s"] < recipes["budget_s"]
+
+
 def test_a_real_run_is_replayed_on_the_table_it_is_compared_with():
     import pandas as pd
 

@@ -162,3 +162,17 @@ def test_fixing_a_parameter_settles_the_parameters_conditional_on_it():
     # A list condition keeps the parameter when the fixed value is among its values.
     assert "final_sparsity" in compression.fix({"quantization": "int8"}).params
     assert "final_sparsity" not in compression.fix({"quantization": "qat"}).params
+
+
+def test_capping_is_on_by_default_over_recipes_and_refused_where_it_cannot_judge():
+    space = load_space(Path(__file__).parents[1] / "spaces" / "mnist.py")
+    # The default space ranks recipes by training time: capping is on unless turned off.
+    assert space.front == "recipes" and space.uses_capping
+    assert not space.replace(capping=False).uses_capping
+    # Over full-budget trials it is off, and asking for it is one clear error.
+    per_epoch = space.replace(front="trials", targets=None, objectives={"val_accuracy": "max", "epoch_time_s": "min"})
+    assert not per_epoch.uses_capping
+    with pytest.raises(SpaceError, match="capping.*front=\"recipes\""):
+        per_epoch.replace(capping=True)
+    with pytest.raises(SpaceError, match="capping"):
+        space.replace(capping="yes")

@@ -16,6 +16,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.schedulers import TrialScheduler
 
 from search.errors import SpaceError
+from search.methods.capping import RecipeCapping
 from search.methods.pareto import losses
 from search.methods.pareto import promotion_rank
 from search.space import SCHEDULERS
@@ -149,6 +150,57 @@ class MultiObjectiveASHA(FIFOScheduler):
         return f"MultiObjectiveASHA: trials recorded per rung ({counts})"
 
 
+class Capped(TrialScheduler):
+    """`inner`, a scheduler of the study's, whose trials are also stopped once capping
+    (`search.methods.capping.RecipeCapping`) finds every later recipe of theirs dominated.
+
+    Every report reaches both: `inner` decides first; a trial it lets go on is stopped if it is
+    capped. The record of whom it stopped is `inner`'s, so the study reads one; `capped_at`
+    counts the stops capping made, per epoch.
+    """
+
+    def __init__(self, inner: Any, capping: RecipeCapping) -> None:
+        super().__init__()
+        self.inner = inner
+        self.capping = capping
+        self.stopped_early: set[str] = inner.stopped_early
+        self.stopped_at_rung: Counter[int] = inner.stopped_at_rung
+        self.capped_at: Counter[int] = Counter()
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = self.inner.on_trial_result(tune_controller, trial, result)
+        capped = self.capping.capped(trial.trial_id, result)
+        if decision == TrialScheduler.STOP or not capped or result.get(COMPLETE):
+            return decision
+        epoch = int(result[EPOCH])
+        self.stopped_early.add(trial.trial_id)
+        self.stopped_at_rung[epoch] += 1
+        self.capped_at[epoch] += 1
+        return TrialScheduler.STOP
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        stops = sum(self.capped_at.values())
+        return f"{self.inner.debug_string()}; capping stopped {stops} trial{'s' * (stops != 1)}"
+
+
 def make_scheduler(
     kind: str,
     objectives: Mapping[str, str],
@@ -156,9 +208,14 @@ def make_scheduler(
     max_t: int,
     grace_period: int,
     reduction_factor: int,
-) -> MultiObjectiveASHA | RecordingASHA | NoEarlyStopping:
+    capping: Mapping[str, Any] | None = None,
+) -> MultiObjectiveASHA | RecordingASHA | NoEarlyStopping | Capped:
     """"mo-asha" (the default, "auto", when there are several objectives), "asha" on the first
-    objective (the default for one objective), or "none"."""
+    objective (the default for one objective), or "none"; with `capping` (the options of
+    `RecipeCapping`, `{}` for its defaults), that scheduler `Capped`."""
+    if capping is not None:
+        inner = make_scheduler(kind, objectives, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+        return Capped(inner, RecipeCapping(objectives, max_t=max_t, **capping))
     if kind == "auto":
         kind = "mo-asha" if len(objectives) > 1 else "asha"
     if kind == "mo-asha":

@@ -269,12 +269,18 @@ def _difference(was: str | None, now: str) -> str:
 
 
 def make_sampler(kind: str, seed: int, **options: Any) -> optuna.samplers.BaseSampler:
-    """A seeded Optuna sampler: "tpe" (default), "nsga2" or "random"; `options` go to its
-    constructor."""
+    """A seeded Optuna sampler: "tpe" (default), "nsga2", "random" or "gp" (Gaussian-process
+    logEHVI; needs PyTorch); `options` go to its constructor."""
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **options)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed, **options)
+    if kind == "gp":
+        try:
+            import torch  # noqa: F401  (Optuna's GPSampler fits its Gaussian process with PyTorch)
+        except ImportError:
+            raise SpaceError('The "gp" searcher (Optuna\'s GPSampler) needs PyTorch: pip install -e ".[gp]".') from None
+        return optuna.samplers.GPSampler(seed=seed, **options)
     raise SpaceError(f"Unknown searcher {kind!r}; choose one of {SEARCHERS}.")

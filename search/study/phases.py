@@ -189,6 +189,7 @@ def make_method(
             max_t=space.max_epochs,
             grace_period=space.grace_period,
             reduction_factor=space.reduction_factor,
+            capping={} if space.uses_capping else None,
         )
     else:  # a user's Ray scheduler; one without a metric decides on the first rung objective
         scheduler = recording(scheduler, max_t=space.max_epochs)
@@ -360,6 +361,9 @@ def _clear_and_summarise(study: Study, method: Method, trials: pd.DataFrame, wal
     shutil.rmtree(study.directory("cache"), ignore_errors=True)
     stopped_at_rung = dict(sorted(method.scheduler.stopped_at_rung.items()))
     _log_study_summary(study, trials, wall_time_s, stopped_at_rung, hypervolume)
+    capped = sum(getattr(method.scheduler, "capped_at", {}).values())
+    if capped:  # of the stops above, those capping made (their later recipes were all dominated)
+        study.runs.log_metrics(study.parent_run_id, {"trials_capped": float(capped)})
     return stopped_at_rung
 
 
