@@ -33,8 +33,9 @@ GRID = 200  # points of the anytime curves
 # Arm -> how it changes the problem's space, or "peer". The first is the product's default.
 ARMS: dict[str, dict[str, Any]] = {
     "default": {"searcher": "tpe", "scheduler": "mo-asha"},
-    "random": {"searcher": "random", "scheduler": "none"},
-    "tpe": {"searcher": "tpe", "scheduler": "none"},
+    # Without early stopping means without capping too (over recipes it would be on by default).
+    "random": {"searcher": "random", "scheduler": "none", "capping": False},
+    "tpe": {"searcher": "tpe", "scheduler": "none", "capping": False},
     "tpe-asha-accuracy": {"searcher": "tpe", "scheduler": "asha", "primary_only": True},
     "nsga2-moasha": {"searcher": "nsga2", "scheduler": "mo-asha"},
     "syne-tune-moasha": {"peer": True},
@@ -87,7 +88,7 @@ RECIPE_ARMS = {
     "default": {"searcher": "tpe", "scheduler": "mo-asha"},  # stopped trials told as complete; the space's rungs
     "tpe-moasha-infeasible": {"searcher": "tpe", "scheduler": "mo-asha", "stopped_trials": "infeasible"},
     "random-moasha": {"searcher": "random", "scheduler": "mo-asha"},
-    "tpe": {"searcher": "tpe", "scheduler": "none"},
+    "tpe": {"searcher": "tpe", "scheduler": "none", "capping": False},
     # The per-epoch product as it shipped: its objectives, front and rungs (epochs 2 and 4).
     "per-epoch-default": {"searcher": "tpe", "scheduler": "mo-asha", "per_epoch": True, "grace_period": 2, "reduction_factor": 2},
     # Rungs: the space ships grace 1, factor 2 (rungs at epochs 1, 2 and 4 of 8), chosen on seeds 100-149.
