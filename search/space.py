@@ -286,10 +286,14 @@ class SearchSpace:
     @property
     def uses_capping(self) -> bool:
         """Whether the study caps trials (`capping`, resolved)."""
+        return self._cappable if self.capping is None else bool(self.capping)
+
+    @property
+    def _cappable(self) -> bool:
+        """A front over recipes whose (rung) objectives minimise the training time."""
         from trainables.contract import TRAIN_TIME_S
 
-        possible = self.front == "recipes" and (self.rung_objectives or self.objectives).get(TRAIN_TIME_S) == "min"
-        return possible if self.capping is None else bool(self.capping)
+        return self.front == "recipes" and (self.rung_objectives or self.objectives).get(TRAIN_TIME_S) == "min"
 
     @property
     def needed_metrics(self) -> frozenset[str]:
@@ -368,7 +372,7 @@ class SearchSpace:
             raise SpaceError(f"`front` must be one of {FRONTS}, but got front={self.front!r}.")
         if self.capping not in (None, True, False):
             raise SpaceError(f"`capping` must be True, False or None (automatic), but got capping={self.capping!r}.")
-        if self.capping and ((self.rung_objectives or self.objectives).get(TRAIN_TIME_S) != "min" or self.front != "recipes"):
+        if self.capping and not self._cappable:
             raise SpaceError(
                 f'`capping` stops trials whose later recipes are dominated; it needs front="recipes" and {TRAIN_TIME_S!r} '
                 f"minimised among the (rung) objectives, but got front={self.front!r}, objectives={dict(self.rung_objectives or self.objectives)!r}."
