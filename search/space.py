@@ -215,7 +215,8 @@ class SearchSpace:
             (deployed size, latency, TFLite accuracy) do not exist at the rungs. Defaults to the
             objectives.
         time_budget_s: wall-clock seconds after which the study stops starting trials and cuts
-            off those running (they end KILLED, tagged `cut_off`, and stay off the front);
+            off those running (they end KILLED, tagged `cut_off`; they stay off a front over
+            trials, and over recipes only the epochs they finished count);
             None runs all `num_samples` trials.
         front: what the Pareto front is over. "trials" (default): full-budget trials, each
             with its figures after its last epoch; the question "which configuration, trained
