@@ -27,17 +27,3 @@ def test_unpruned_model_is_dense(tiny_config):
     final = train(tiny_config, TrialContext(report=lambda m: None))
     # Without pruning, trained kernels have (essentially) no exact zeros.
     assert final["sparsity"] < 0.01
-
-
-def test_stripping_leaves_an_unpruned_model_as_it_is_and_unwraps_a_pruned_one():
-    from trainables.models import build_model
-    from trainables.pruning import apply_pruning
-    from trainables.pruning import strip_pruning
-
-    model = build_model("mlp", width=8, depth=1, dropout=0.0, kernel_size=3, input_shape=(28, 28, 1), num_classes=10)
-    assert strip_pruning(model) is model  # no clone: it was called before every per-epoch save
-    pruned = apply_pruning(model, final_sparsity=0.5, steps_per_epoch=2, epochs=2)
-    stripped = strip_pruning(pruned)
-    assert stripped is not pruned
-    assert not any("prune_low_magnitude" in layer.name for layer in stripped.layers)
-    assert any("prune_low_magnitude" in layer.name for layer in pruned.layers)

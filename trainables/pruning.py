@@ -73,13 +73,9 @@ def set_pruning_step(model: tf_keras.Model, step: int) -> None:
 
 
 def strip_pruning(model: tf_keras.Model) -> tf_keras.Model:
-    """Remove pruning wrappers; a model that was never pruned is returned as it is (tfmot's
-    `strip_pruning` would clone it, which costs as much as saving it)."""
+    """Remove pruning wrappers (a no-op for a model that was never pruned)."""
     import tensorflow_model_optimization as tfmot
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
-    if not pruning_wrapper.collect_prunable_layers(model):
-        return model
     return tfmot.sparsity.keras.strip_pruning(model)
 
 
