@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -127,6 +128,30 @@ def test_a_trial_leaves_out_the_deployed_model_the_study_does_not_need_and_finis
     # A study whose objectives are the deployed model's gets them from every trial.
     needed = train(config, TrialContext(report=lambda m: None, needed=frozenset({"tflite_accuracy"})))
     assert set(DEPLOYED_METRICS) <= set(needed)
+
+
+def test_a_trial_keeps_each_epochs_weights_and_finish_makes_the_servable_model_of_one(tmp_path, tiny_config):
+    from trainables import pruning
+    from trainables._keras import keras
+    from trainables.contract import TrialContext
+    from trainables.contract import epoch_model_dir
+    from trainables.mnist import train
+
+    config = {**tiny_config, "epochs": 3, "final_sparsity": 0.5}
+    reports = []
+    context = TrialContext(report=reports.append, model_dir=str(tmp_path), epoch_models=True, needed=frozenset({"val_accuracy"}))
+    train(config, context)
+    first = Path(epoch_model_dir(str(tmp_path), 1))
+    assert sorted(p.name for p in first.iterdir()) == ["weights.npz"]  # an epoch's save is its weights only
+
+    # For a recipe on the front: the model as it was after that epoch, pruning stripped, deployed.
+    finished = train.finish(config, TrialContext(model_dir=str(first)))
+    model = keras.models.load_model(first / "model.keras", compile=False)
+    assert not any("prune" in layer.name for layer in model.layers)
+    assert abs(finished["tflite_accuracy"] - reports[0]["val_accuracy"]) < 0.02
+    assert np.load(first / "output_example.npy").shape == (5, 10) and (first / "model.tflite").exists()
+    # ... and as it was then: the ramp of its sparsity not yet at the final model's.
+    assert 0 < pruning.kernel_sparsity(model) < pruning.kernel_sparsity(keras.models.load_model(tmp_path / "model.keras", compile=False))
 
 
 def test_a_recipe_trained_again_alone_stops_after_its_epoch_and_gives_its_training_time_each_run():

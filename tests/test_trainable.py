@@ -125,3 +125,47 @@ def test_training_continues_from_its_checkpoint(tiny_config, tmp_path):
     # ... with the trained weights and optimizer state: better than a fresh model's first epoch.
     fresh = train({**tiny_config, "train_examples": 2000, "epochs": 1}, TrialContext(report=lambda m: None))
     assert resumed[1]["val_loss"] < fresh["val_loss"]
+
+
+def test_a_checkpoint_restores_the_weights_and_the_optimizer_state_exactly(tmp_path):
+    from trainables._keras import keras
+    from trainables.metrics import EpochCheckpoint
+
+    def model():
+        built = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5), keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+        built.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return built
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, 64)
+    trained = model()
+    trained.fit(x, y, epochs=2, verbose=0)
+    EpochCheckpoint(trained, str(tmp_path)).save(epochs_done=2, report={"epoch": 2, "val_loss": 0.5})
+    # A crash in the middle of the next save leaves a partial file, not a broken checkpoint.
+    (tmp_path / "checkpoint.npz.partial").write_bytes(b"torn")
+
+    fresh = model()
+    checkpoint = EpochCheckpoint(fresh, str(tmp_path))
+    assert checkpoint.restore() == 2 and checkpoint.last_report == {"epoch": 2, "val_loss": 0.5}
+    for restored, saved in zip([*fresh.get_weights(), *fresh.optimizer.variables], [*trained.get_weights(), *trained.optimizer.variables]):
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(saved))
+    assert int(fresh.optimizer.iterations.numpy()) == int(trained.optimizer.iterations.numpy()) > 0
+    # ... so the next step is the one the trained model would have taken.
+    trained.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    fresh.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    for after, expected in zip(fresh.get_weights(), trained.get_weights()):
+        np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_of_another_model_is_refused_with_what_to_do(tmp_path):
+    from trainables._keras import keras
+    from trainables.metrics import EpochCheckpoint
+
+    def model(width):
+        built = keras.Sequential([keras.Input((6,)), keras.layers.Dense(width), keras.layers.Dense(3)])
+        built.compile(optimizer="adam", loss="mse")
+        return built
+
+    EpochCheckpoint(model(4), str(tmp_path)).save(epochs_done=1, report={"epoch": 1})
+    with pytest.raises(ValueError, match="another model or optimizer.*remove it"):
+        EpochCheckpoint(model(5), str(tmp_path)).restore()

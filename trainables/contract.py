@@ -81,7 +81,8 @@ class TrialContext:
         epoch_models: with `model_dir`, also save the model as it is after every epoch `k` in
             `epoch_model_dir(model_dir, k)`, written before that epoch's report: a study whose
             front is over recipes (every epoch of every trial) registers the models of the
-            recipes on its front, and `train.finish` measures them there.
+            recipes on its front, and `train.finish` measures them there (so an epoch's save
+            may be cheap, weights only, with `finish` writing the servable model from them).
         needed: the metrics the study decides on (its objectives, and what its scheduler
             compares); None means everything. A trainable may leave out costly final metrics
             not in it; if it offers `train.finish`, the study has it measure them for the trials

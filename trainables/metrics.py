@@ -197,37 +197,63 @@ class EpochCheckpoint:
     `fit(initial_epoch=...)`, and keeps the saved report in `last_report`. A non-chief worker
     of a multi-worker run restores from the chief's `directory` but saves into its own
     `write_directory` (every worker must save; only the chief's copy is kept).
+
+    One NumPy archive (`CHECKPOINT`) holds it all, written whole and then renamed into place,
+    so a crash mid-write leaves the previous epoch's. It costs a few milliseconds an epoch where
+    `tf.train.CheckpointManager` took 20-35 (BENCHMARKS.md, "A trial's own cost"): the values
+    are the model's `get_weights()` and the optimizer's `variables`, in their own order, which a
+    model and optimizer built the same way share.
     """
 
     def __init__(self, model: tf_keras.Model, directory: str, write_directory: str | None = None) -> None:
-        self.epochs_done = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, epochs_done=self.epochs_done
-        )
+        self.model = model
         self.directory = directory
-        self.manager = tf.train.CheckpointManager(self.checkpoint, write_directory or directory, max_to_keep=1)
+        self.write_directory = write_directory or directory
         self.last_report: dict[str, Any] | None = None
 
     def restore(self) -> int:
-        latest = tf.train.latest_checkpoint(self.directory) if os.path.isdir(self.directory) else None
-        if latest is None:
+        path = os.path.join(self.directory, CHECKPOINT)
+        if not os.path.exists(path):
             return 0
-        # Optimizer slots do not exist yet; TensorFlow restores them when training creates them.
-        self.checkpoint.restore(latest)
-        report = os.path.join(self.directory, LAST_REPORT)
-        if os.path.exists(report):
-            with open(report) as file:
-                self.last_report = json.load(file)
-        return int(self.epochs_done.numpy())
+        with np.load(path, allow_pickle=False) as saved:
+            weights = [saved[f"weight_{i}"] for i in range(int(saved["weights"]))]
+            slots = [saved[f"optimizer_{i}"] for i in range(int(saved["optimizer_variables"]))]
+            epochs_done, report = int(saved["epochs_done"]), json.loads(str(saved["report"]))
+        optimizer = self.model.optimizer
+        optimizer.build(self.model.trainable_variables)  # its slots exist once built (a no-op if they do)
+        variables = list(optimizer.variables)
+        shapes = [tuple(w.shape) for w in self.model.get_weights()], [tuple(v.shape) for v in variables]
+        if shapes != ([w.shape for w in weights], [s.shape for s in slots]):
+            raise ValueError(
+                f"The checkpoint {path} was saved by another model or optimizer than this config builds; "
+                "remove it to train from the start."
+            )
+        self.model.set_weights(weights)
+        for variable, value in zip(variables, slots):
+            variable.assign(value)
+        self.last_report = report
+        return epochs_done
 
     def save(self, *, epochs_done: int, report: dict[str, Any]) -> None:
-        self.epochs_done.assign(epochs_done)
-        self.manager.save()
-        with open(os.path.join(self.manager.directory, LAST_REPORT), "w") as file:
-            json.dump(report, file)
+        weights = self.model.get_weights()
+        slots = [variable.numpy() for variable in self.model.optimizer.variables]
+        arrays = {f"weight_{i}": value for i, value in enumerate(weights)}
+        arrays.update({f"optimizer_{i}": value for i, value in enumerate(slots)})
+        os.makedirs(self.write_directory, exist_ok=True)
+        path = os.path.join(self.write_directory, CHECKPOINT)
+        with open(path + ".partial", "wb") as file:
+            np.savez(
+                file,
+                weights=len(weights),
+                optimizer_variables=len(slots),
+                epochs_done=epochs_done,
+                report=json.dumps(report),
+                **arrays,
+            )
+        os.replace(path + ".partial", path)
 
 
-LAST_REPORT = "last_report.json"
+CHECKPOINT = "checkpoint.npz"
 
 
 def gzipped_model_bytes(model: tf_keras.Model) -> int:
@@ -301,6 +327,21 @@ def save_model(model: tf_keras.Model, model_dir: str, x_val: np.ndarray, *, outp
     np.save(os.path.join(model_dir, "input_example.npy"), example)
     if outputs:
         np.save(os.path.join(model_dir, "output_example.npy"), model(example, training=False).numpy())
+
+
+WEIGHTS = "weights.npz"  # a model's weights, as `save_weights` writes them
+
+
+def save_weights(model: tf_keras.Model, model_dir: str) -> None:
+    """Write `model.get_weights()` to `model_dir` (`WEIGHTS`): a model built the same way takes
+    them back (`load_weights`)."""
+    os.makedirs(model_dir, exist_ok=True)
+    np.savez(os.path.join(model_dir, WEIGHTS), *model.get_weights())
+
+
+def load_weights(path: str) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as saved:
+        return [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
 
 def deployed_metrics(
