@@ -121,7 +121,7 @@ def plain_tune_replay(replay: Path, storage: str) -> None:
     print(json.dumps({"first_result_s": min(first) - started, "study_s": fit_s, "summed_train_time_s": sum(trained.values())}))
 
 
-def _parameter(text: str) -> Any:
+def parameter(text: str) -> Any:
     """A config value back from its MLflow parameter (`str(value)`)."""
     import ast
 
@@ -140,7 +140,7 @@ def mnist_once(scratch: Path) -> dict[str, Any]:
     space = load_space(ROOT / "spaces" / "mnist.py")
     results = scratch / "results"
     started = time.time()
-    launcher_s, _ = _run([sys.executable, "-m", "search.launch", str(ROOT / "spaces" / "mnist.py"), "--results-dir", str(results)], scratch)
+    launcher_s, _ = run_command([sys.executable, "-m", "search.launch", str(ROOT / "spaces" / "mnist.py"), "--results-dir", str(results)], scratch)
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(space.name)
     runs = client.search_runs([experiment.experiment_id])
@@ -152,13 +152,13 @@ def mnist_once(scratch: Path) -> dict[str, Any]:
         history = client.get_metric_history(run.info.run_id, metric)
         if not history:
             continue
-        configs.append({key: _parameter(value) for key, value in run.data.params.items()})
+        configs.append({key: parameter(value) for key, value in run.data.params.items()})
         epochs.append(max(point.step for point in history))
         firsts.append(min(point.timestamp for point in history))
     needed = sorted(space.needed_metrics)
     replay = scratch / "replay.json"
     replay.write_text(json.dumps({"configs": configs, "epochs": epochs, "needed": needed}))
-    tune_s, out = _run(
+    tune_s, out = run_command(
         [sys.executable, "-m", "benchmarks.framework_cost", "--plain-tune", "--replay", str(replay), "--storage", str(scratch / "tune")], scratch
     )
     return {
@@ -205,7 +205,7 @@ def mnist_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run(command: list[str], cwd: Path) -> tuple[float, str]:
+def run_command(command: list[str], cwd: Path) -> tuple[float, str]:
     started = time.time()
     env = {**os.environ, "BENCH_STARTED": str(started), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
@@ -221,7 +221,7 @@ def launcher_once(trials: int, scratch: Path) -> dict[str, float]:
     space.write_text(space_file("framework-cost", trials=trials, epochs=EPOCHS, searcher="random"))
     results = scratch / "results"
     started = time.time()
-    seconds, _ = _run([sys.executable, "-m", "search.launch", str(space), "--results-dir", str(results)], scratch)
+    seconds, _ = run_command([sys.executable, "-m", "search.launch", str(space), "--results-dir", str(results)], scratch)
     client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("framework-cost")
     firsts = [
@@ -233,7 +233,7 @@ def launcher_once(trials: int, scratch: Path) -> dict[str, float]:
 
 
 def tune_once(trials: int, scratch: Path) -> dict[str, float]:
-    seconds, out = _run(
+    seconds, out = run_command(
         [sys.executable, "-m", "benchmarks.framework_cost", "--plain-tune", "--trials", str(trials), "--storage", str(scratch / "ray")], scratch
     )
     return {"process_s": seconds, **json.loads(out.strip().splitlines()[-1])}

@@ -14,7 +14,14 @@ Reported per configuration: the medians and their ratio (kit / plain), and the k
 into phases (exclusive times: a phase inside another counts once, in the inner one): set-up, data,
 build and compile, training steps, validation, checkpoint, per-epoch model, final metrics, the rest.
 
+With `--study`, through a study instead: the default study (`spaces/mnist.py`, bundled digits)
+through the launcher, then each of its trials' configurations fitted plainly, in this process, for
+the epochs its trial trained. Reported: the sum of the trials' slot times (their MLflow runs, from
+start to end: what a trial holds its CPU for) over the sum of those plain fits, and over the sum of
+the trials' own `train_time_s`. The trials ran two at a time, the plain fits one at a time.
+
     python -m benchmarks.trial_cost [--repeats 3] [--epochs 8] [--out benchmarks/results]
+    python -m benchmarks.trial_cost --study [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import save
+
+ROOT = Path(__file__).parents[1]
 
 # Configurations of the default space: the fast end of its front (MLPs) and its accurate end (CNNs).
 CONFIGS = {
@@ -87,6 +96,7 @@ def phases(clock: PhaseClock):
         (metrics.EpochCheckpoint, "restore", "checkpoint"),
         (metrics.EpochCheckpoint, "save", "checkpoint"),
         (metrics, "save_model", "model saves"),
+        (metrics, "save_weights", "model saves"),
         (kit._Trial, "_measure", "final metrics"),
         (keras.Model, "evaluate", "validation"),
         (keras.Model, "fit", "fit (rest)"),
@@ -207,22 +217,105 @@ def table(results: dict[str, Any], *, repeats: int, epochs: int) -> str:
     return "\n".join(lines)
 
 
+def through_a_study(scratch: Path, space_file: Path) -> dict[str, Any]:
+    """The study through the launcher, then its trials' configurations fitted plainly."""
+    from mlflow import MlflowClient
+
+    from benchmarks.framework_cost import parameter
+    from benchmarks.framework_cost import run_command
+    from search.space import load_space
+
+    results = scratch / "results"
+    launcher_s, _ = run_command([sys.executable, "-m", "search.launch", str(space_file), "--results-dir", str(results)], scratch)
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(load_space(space_file).name)
+    trials = []
+    for run in client.search_runs([experiment.experiment_id]):
+        metrics = run.data.metrics
+        if "mlflow.parentRunId" not in run.data.tags or "epoch" not in metrics or run.info.end_time is None:
+            continue
+        reported = [point.timestamp for point in client.get_metric_history(run.info.run_id, "epoch")]
+        trials.append(
+            {
+                # The slot in three: to its first report (less that epoch's training), the epochs, after its last.
+                "start_s": (min(reported) - run.info.start_time) / 1000 - first_epoch_train_s(client, run.info.run_id),
+                "end_s": (run.info.end_time - max(reported)) / 1000,
+                "trial": run.info.run_name,
+                "config": {key: parameter(value) for key, value in run.data.params.items()},
+                "epochs": int(metrics["epoch"]),
+                "slot_s": (run.info.end_time - run.info.start_time) / 1000,
+                "train_time_s": metrics.get("train_time_s", float("nan")),
+            }
+        )
+    for trial in sorted(trials, key=lambda t: t["trial"]):
+        trial["plain_s"] = plain_fit(trial["config"], trial["epochs"])
+        print(f"{trial['trial']}: {trial['epochs']} epochs, slot {trial['slot_s']:.2f} s, plain fit {trial['plain_s']:.2f} s", flush=True)
+    return {"launcher_s": launcher_s, "trials": trials}
+
+
+def starts_row(trials: list[dict[str, Any]]) -> str:
+    if not all("start_s" in t for t in trials):
+        return "| - | - | - | - | - |"
+    ordered = sorted(trials, key=lambda t: t["trial"])
+    start, end = sum(t["start_s"] for t in trials), sum(t["end_s"] for t in trials)
+    rest = sum(t["slot_s"] for t in trials) - start - end
+    firsts = ", ".join(f"{t['start_s']:.1f}" for t in ordered[:2])
+    return f"| {start:.1f} | {end:.1f} | {rest:.1f} | {firsts} | {statistics.median(t['start_s'] for t in ordered[2:]):.2f} |"
+
+
+def first_epoch_train_s(client: Any, run_id: str) -> float:
+    history = sorted(client.get_metric_history(run_id, "train_time_s"), key=lambda point: point.step)
+    return history[0].value if history else 0.0
+
+
+def study_table(result: dict[str, Any]) -> str:
+    trials = result["trials"]
+    slot, plain = sum(t["slot_s"] for t in trials), sum(t["plain_s"] for t in trials)
+    own = sum(t["train_time_s"] for t in trials)
+    return "\n".join(
+        [
+            "# A trial's own cost through a study: the default study's trial slots against plain `model.fit` of their configurations",
+            "",
+            f"{platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}",
+            "",
+            "| trials | epochs | launcher s | Σ slot s | Σ train_time_s | Σ plain fit s | slot / plain | slot / train_time_s |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {len(trials)} | {sum(t['epochs'] for t in trials)} | {result['launcher_s']:.1f} | {slot:.1f} | {own:.1f} | {plain:.1f} "
+            f"| {slot / plain:.2f}x | {slot / own:.2f}x |",
+            "",
+            "Of the slots (s): before the first epoch's training (worker start, imports, data, model), after the last report, and the rest (epochs, with their validation, saves and reports):",
+            "",
+            "| Σ start | Σ end | Σ epochs and reports | first trials' start (worker start) | median start of the others |",
+            "|---|---|---|---|---|",
+            starts_row(trials),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default="trial_cost")
+    parser.add_argument("--name", default=None, help="of the result files (default: trial_cost, or trial_cost_study)")
+    parser.add_argument("--study", action="store_true", help="through the default study instead (about 5 minutes)")
+    parser.add_argument("--space", type=Path, default=ROOT / "spaces" / "mnist.py", help="the study's space file (--study)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from trainables._keras import tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.study:
+        with tempfile.TemporaryDirectory() as scratch:
+            result = through_a_study(Path(scratch), args.space)
+        report = {"machine": platform.node(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "space": str(args.space), **result}
+        save(args.out, args.name or "trial_cost_study", report, study_table(result))
+        return
     results = measure(args.repeats, args.epochs)
     report = {"machine": platform.node(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "repeats": args.repeats, "configs": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    save(args.out, args.name, report, table(results, repeats=args.repeats, epochs=args.epochs))
+    save(args.out, args.name or "trial_cost", report, table(results, repeats=args.repeats, epochs=args.epochs))
 
 
 if __name__ == "__main__":
