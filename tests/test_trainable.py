@@ -169,3 +169,17 @@ def test_a_checkpoint_of_another_model_is_refused_with_what_to_do(tmp_path):
     EpochCheckpoint(model(4), str(tmp_path)).save(epochs_done=1, report={"epoch": 1})
     with pytest.raises(ValueError, match="another model or optimizer.*remove it"):
         EpochCheckpoint(model(5), str(tmp_path)).restore()
+
+
+def test_a_stop_asked_for_by_the_time_an_epoch_is_reported_ends_training_there(tiny_config, monkeypatch):
+    from trainables._keras import keras
+
+    validations = []
+    evaluate = keras.Model.evaluate
+    monkeypatch.setattr(keras.Model, "evaluate", lambda self, *a, **k: validations.append(1) or evaluate(self, *a, **k))
+    reports = []
+    final = train({**tiny_config, "epochs": 3}, TrialContext(report=reports.append, should_stop=lambda: len(reports) >= 1))
+    # Epoch 1 reported, and nothing of epoch 2 begun: not its first batch, nor the validation
+    # pass Keras runs for an epoch stopped midway.
+    assert [r["epoch"] for r in reports] == [1] and final == reports[0]
+    assert len(validations) == 1

@@ -77,8 +77,8 @@ class EpochReporter(StepTimer):
     On the last epoch (the planned last one, or one after which another callback stopped
     training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
     last report carries everything the trial measured and says it is the last. If
-    `should_stop()` turns true, training ends after the current batch and nothing more is
-    reported. `save_epoch(epoch)`, if given, saves the epoch's model before it is reported
+    `should_stop()` turns true, training ends after the current batch (or right after an
+    epoch's report, if true by then) and nothing more is reported. `save_epoch(epoch)`, if given, saves the epoch's model before it is reported
     (its time is not training time). `known_metrics`, measured before training (e.g. of a distillation teacher), go
     into the first report.
     """
@@ -160,6 +160,11 @@ class EpochReporter(StepTimer):
             self.save_epoch(epoch + 1)
         self.history.append(metrics)
         self.report(metrics)
+        if self.should_stop is not None and self.should_stop():
+            # Told to stop by the time this epoch was reported: end here, not one batch (and its
+            # epoch's validation pass, which Keras runs even after a stop mid-epoch) later.
+            self.abandoned = True
+            self.model.stop_training = True
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         # Reports travel asynchronously, so the last saved epoch may never have reached whoever
