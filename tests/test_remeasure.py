@@ -167,7 +167,13 @@ def test_a_recipe_trained_again_alone_stops_after_its_epoch_and_gives_its_traini
             epochs_run.append(epoch)
             context.report({"epoch": epoch, "train_time_s": 0.5 * epoch + config["offset"]})
 
-    seconds = _retime_alone(train, {"epochs": 8, "offset": 0.25}, 3, 2, frozenset({"val_accuracy"}), 1, None, "")
+    seconds = _retime_alone(train, {"epochs": 8, "offset": 0.25}, [3], 2, frozenset({"val_accuracy"}), 1, None, "")
     # Each run's training time after epoch 3, and each run stopped there, not at epoch 8.
-    assert seconds == [1.75, 1.75]
+    assert seconds == {3: [1.75, 1.75]}
     assert epochs_run == [1, 2, 3, 1, 2, 3]
+
+    # Two recipes of one configuration (epochs 2 and 4) share each run, read at both epochs.
+    epochs_run.clear()
+    seconds = _retime_alone(train, {"epochs": 8, "offset": 0.25}, [2, 4], 2, frozenset({"val_accuracy"}), 1, None, "")
+    assert seconds == {2: [1.25, 1.25], 4: [2.25, 2.25]}
+    assert epochs_run == [1, 2, 3, 4, 1, 2, 3, 4]

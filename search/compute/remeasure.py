@@ -220,7 +220,9 @@ def retime_recipes(
     """Train each recipe of `points` (rows with `recipe`, `epoch`, `run_id`, `config_file`)
     again, alone on the node, `repeats` times, and time it as its trial did: the trainable's
     `train_time_s` after the recipe's epoch (the trainable is told to stop once it has
-    reported that epoch). Any trainable under the contract can be re-timed this way.
+    reported the last epoch wanted). Recipes of one trial (its configuration trained to
+    different epochs) share their runs: each run trains to the latest of them and is read at
+    each. Any trainable under the contract can be re-timed this way.
 
     Returns, by recipe, `train_time_s_alone` (the median of the runs) and its range over the
     runs (`train_time_s_alone_min`, `train_time_s_alone_max`, `retime_runs`), each logged to the
@@ -238,51 +240,56 @@ def retime_recipes(
     task = ray.remote(_retime_alone).options(num_cpus=space.cpus_per_trial, num_gpus=space.gpus_per_trial, max_retries=0)
     retimed: dict[str, dict[str, float]] = {}
     needed = space.needed_metrics
-    for _, row in unique.iterrows():
-        config_file = Path(row["config_file"])
-        if should_stop() or not config_file.exists():
+    for config_file, recipes in unique.groupby("config_file", sort=False):
+        if should_stop() or not Path(config_file).exists():
             continue
-        config = json.loads(config_file.read_text())
-        reference = task.remote(space.trainable, config, int(row["epoch"]), repeats, needed, space.cpus_per_trial, space.gpu_memory_mb, str(cache_dir))
+        config = json.loads(Path(config_file).read_text())
+        epochs = sorted({int(epoch) for epoch in recipes["epoch"]})
+        reference = task.remote(space.trainable, config, epochs, repeats, needed, space.cpus_per_trial, space.gpu_memory_mb, str(cache_dir))
         try:
             seconds = ray.get(reference, timeout=TIMEOUT_S * repeats)
-        except Exception as error:  # noqa: BLE001 - the study's figure stands
+        except Exception as error:  # noqa: BLE001 - the study's figures stand
             ray.cancel(reference, force=True)
-            progress(wrap(f"{row['recipe']}: not trained again ({_reason(error)})."))
+            progress(wrap(f"{', '.join(recipes['recipe'])}: not trained again ({_reason(error)})."))
             continue
-        if not seconds:
-            continue
-        values = {
-            f"{TRAIN_TIME_S}_alone": float(sorted(seconds)[len(seconds) // 2]),
-            f"{TRAIN_TIME_S}_alone_min": float(min(seconds)),
-            f"{TRAIN_TIME_S}_alone_max": float(max(seconds)),
-            "retime_runs": float(len(seconds)),
-        }
-        runs.log_metrics(row["run_id"], values, step=int(row["epoch"]))
-        retimed[row["recipe"]] = values
+        for _, row in recipes.iterrows():
+            at = seconds.get(int(row["epoch"]))
+            if not at:
+                continue
+            values = {
+                f"{TRAIN_TIME_S}_alone": float(sorted(at)[len(at) // 2]),
+                f"{TRAIN_TIME_S}_alone_min": float(min(at)),
+                f"{TRAIN_TIME_S}_alone_max": float(max(at)),
+                "retime_runs": float(len(at)),
+            }
+            runs.log_metrics(row["run_id"], values, step=int(row["epoch"]))
+            retimed[row["recipe"]] = values
     return retimed
 
 
 def _retime_alone(
-    trainable: Any, config: dict[str, Any], epochs: int, repeats: int, needed: frozenset[str], cpus: float, gpu_memory_mb: int | None, cache_dir: str
-) -> list[float]:
-    """The Ray task: `repeats` runs of `config` until it has reported epoch `epochs`, in a
-    process set up and pinned like a trial's; the training time each reported there."""
+    trainable: Any, config: dict[str, Any], epochs: list[int], repeats: int, needed: frozenset[str], cpus: float, gpu_memory_mb: int | None, cache_dir: str
+) -> dict[int, list[float]]:
+    """The Ray task: `repeats` runs of `config` until it has reported the last of `epochs`, in
+    a process set up and pinned like a trial's; by epoch, the training time each run reported
+    there."""
     from search.compute import devices
     from trainables.contract import EPOCH
     from trainables.contract import TRAIN_TIME_S
 
     devices.prepare_process(cpus, gpu_memory_mb)
     pinned = devices.pin_to_free_cores(cpus)
-    seconds: list[float] = []
+    last = max(epochs)
+    seconds: dict[int, list[float]] = {epoch: [] for epoch in epochs}
     try:
         for _ in range(repeats):
             reports: list[dict[str, Any]] = []
-            context = TrialContext(report=reports.append, should_stop=lambda: len(reports) >= epochs, cache_dir=cache_dir, needed=needed)
+            context = TrialContext(report=reports.append, should_stop=lambda: len(reports) >= last, cache_dir=cache_dir, needed=needed)
             trainable(config, context)
-            at = [r for r in reports if r.get(EPOCH) == epochs and isinstance(r.get(TRAIN_TIME_S), (int, float))]
-            if at:
-                seconds.append(float(at[0][TRAIN_TIME_S]))
+            for epoch in epochs:
+                at = [r for r in reports if r.get(EPOCH) == epoch and isinstance(r.get(TRAIN_TIME_S), (int, float))]
+                if at:
+                    seconds[epoch].append(float(at[0][TRAIN_TIME_S]))
     finally:
         if pinned is not None:
             pinned.release()
