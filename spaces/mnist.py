@@ -1,6 +1,6 @@
 """MNIST: which learning rate, batch size, model, augmentation and pruning reach the accuracy you
 need in the least training time. Every epoch of every trial is a recipe (the configuration
-trained that long); the front is over recipes. About 3 minutes on 2 CPU cores with the bundled
+trained that long); the front is over recipes. 3-5 minutes on 2 CPU cores with the bundled
 digits."""
 
 from search.space import Choice
