@@ -243,7 +243,7 @@ class KerasTrainable:
                 with quantization.load_scope(config["quantization"]):
                     model = keras.models.load_model(saved, compile=False)
             else:  # an epoch's weights (`TrialContext.epoch_models`): its model is made servable here
-                trial = _Trial(self.task, config, placement, notes, context)
+                trial = _Trial(self.task, config, placement, notes, context, pipelines=False)
                 split, model = trial.split, trial.saved_model(weights)
                 metrics.save_model(model, context.model_dir, split.x_val, outputs=False)  # the deployed model's outputs follow
             return metrics.deployed_metrics(
@@ -369,7 +369,11 @@ def _load_split(task: KerasTask, config: Mapping[str, Any]) -> Split:
 class _Trial:
     """One training run of a configuration: data, model, compression, `fit`, measurement."""
 
-    def __init__(self, task: KerasTask, config: dict[str, Any], placement: Placement, notes: list[str], context: TrialContext) -> None:
+    def __init__(
+        self, task: KerasTask, config: dict[str, Any], placement: Placement, notes: list[str], context: TrialContext, *, pipelines: bool = True
+    ) -> None:
+        """With `pipelines` false, no input pipelines: enough to rebuild the model for weights
+        saved earlier (`saved_model`), without tracing an augmentation map it will not use."""
         from trainables import data
 
         self.task, self.config, self.placement, self.context = task, config, placement, context
@@ -378,9 +382,10 @@ class _Trial:
         self.learning_rate = float(config["learning_rate"])
         if config["lr_scaling"] == "linear":
             self.learning_rate *= placement.replicas
-        self.train_ds, self.val_ds = data.pipelines(
-            split, batch_size=self.global_batch, augmentation=task.augmentation(config), seed=config["seed"]
-        )
+        if pipelines:
+            self.train_ds, self.val_ds = data.pipelines(
+                split, batch_size=self.global_batch, augmentation=task.augmentation(config), seed=config["seed"]
+            )
         self.steps_per_epoch = math.ceil(len(split.x_train) / self.global_batch)
         self.epochs = int(config["epochs"])
         self.placement_info: dict[str, Any] = {

@@ -78,8 +78,8 @@ class EpochReporter(StepTimer):
     training), `final_metrics(model)` is merged into the report, with `complete=True`, so the
     last report carries everything the trial measured and says it is the last. If
     `should_stop()` turns true, training ends after the current batch (or right after an
-    epoch's report, if true by then) and nothing more is reported. `save_epoch(epoch)`, if given, saves the epoch's model before it is reported
-    (its time is not training time). `known_metrics`, measured before training (e.g. of a distillation teacher), go
+    epoch's report, if true by then) and nothing more is reported. `save_epoch(epoch)`, if
+    given, saves the epoch's model before it is reported (its time is not training time). `known_metrics`, measured before training (e.g. of a distillation teacher), go
     into the first report.
     """
 
