@@ -150,6 +150,7 @@ def test_a_trial_keeps_each_epochs_weights_and_finish_makes_the_servable_model_o
     assert not any("prune" in layer.name for layer in model.layers)
     assert abs(finished["tflite_accuracy"] - reports[0]["val_accuracy"]) < 0.02
     assert np.load(first / "output_example.npy").shape == (5, 10) and (first / "model.tflite").exists()
+    assert not (first / "weights.npz").exists()  # the registered model carries its weights once, in model.keras
     # ... and as it was then: the ramp of its sparsity not yet at the final model's.
     assert 0 < pruning.kernel_sparsity(model) < pruning.kernel_sparsity(keras.models.load_model(tmp_path / "model.keras", compile=False))
 

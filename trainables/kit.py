@@ -224,9 +224,10 @@ class KerasTrainable:
         them out (`context.needed`), for a trial that reached the front (see the contract).
 
         Converts the model its trial saved in `context.model_dir` (`model.keras`, or an epoch's
-        weights, from which it first writes `model.keras` and `input_example.npy` there) to
-        TFLite as the config's `quantization` says, writes `model.tflite` and the deployed
-        model's `output_example.npy` there, and measures it as a trial would have.
+        weights, from which it first writes `model.keras` and `input_example.npy` there, in
+        place of the weights) to TFLite as the config's `quantization` says, writes
+        `model.tflite` and the deployed model's `output_example.npy` there, and measures it as a
+        trial would have.
         """
         from trainables import metrics
         from trainables import quantization
@@ -246,6 +247,7 @@ class KerasTrainable:
                 trial = _Trial(self.task, config, placement, notes, context, pipelines=False)
                 split, model = trial.split, trial.saved_model(weights)
                 metrics.save_model(model, context.model_dir, split.x_val, outputs=False)  # the deployed model's outputs follow
+                os.remove(weights)  # `model.keras` holds them now; the directory becomes the front's MLflow model
             return metrics.deployed_metrics(
                 model,
                 x_val=split.x_val,
