@@ -11,6 +11,18 @@ A trainable is any callable `train(config, context) -> metrics`:
 - It returns its last report. A trainable that reports nothing may return its metrics instead:
   the study then records them once, as the trial's only and last result.
 
+What a study does with a report that breaks these rules (`ReportCheck`):
+
+- `EPOCH` missing from every report: the intent is plain (one report per epoch), so the study
+  numbers them 1, 2, ... itself and says so once (tag `epoch_numbering` of the trial's run).
+  Missing from some reports only, or from one that carries `RESUMED_FROM_EPOCH`: the trial fails.
+- `EPOCH` not a whole number >= 1, or not above the previous report's (going back or repeating)
+  without `RESUMED_FROM_EPOCH` on that report: the trial fails.
+- An objective that is not a number (text, a bool, None): the trial fails. NaN or infinity is a
+  number: the trial fails as diverged (told FAIL to the searcher), as before.
+
+A trial that fails so ends FAILED with one line naming the key, the value and the rule.
+
 Optional declarations, read by the launcher before any trial starts (`search.space`):
 `train.metrics` (every name it may report, so a misspelt objective fails at once),
 `train.check_config(config)` (raises `ValueError` on a config it would refuse) and
@@ -35,6 +47,7 @@ This module imports neither TensorFlow, Ray nor MLflow: the search side reads it
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
@@ -100,6 +113,69 @@ class TrialContext:
     cache_dir: str | None = None
     needed: frozenset[str] | None = None
     epoch_models: bool = False
+
+
+class ContractError(ValueError):
+    """A report breaks the trainable contract (see the module docstring): the trial fails."""
+
+
+# The tag that says a trial's epochs were numbered by the study, its reports carrying none.
+EPOCH_NUMBERING = "epoch_numbering"
+
+
+class ReportCheck:
+    """Holds one trial's reports to the contract, in order: `check(metrics)` returns the report
+    to pass on (numbered by the study when no report carries `EPOCH`) or raises `ContractError`.
+
+    Example:
+        >>> check = ReportCheck(objectives=("val_accuracy",))
+        >>> check({"epoch": 1, "val_accuracy": 0.9})["epoch"]
+        1
+        >>> check({"epoch": 1, "val_accuracy": 0.91})  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        ContractError: report 2 has epoch=1 after epoch=1: each report's 'epoch' must be above ...
+    """
+
+    def __init__(self, objectives: tuple[str, ...] | frozenset[str] = (), on_numbering: Callable[[str], None] | None = None) -> None:
+        self.objectives = tuple(objectives)
+        self.on_numbering = on_numbering  # told once, when the study starts numbering epochs
+        self.reports = 0
+        self.last_epoch: int | None = None
+        self.numbering = False
+
+    def __call__(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        self.reports += 1
+        metrics = {**metrics, **self._epoch(metrics)}
+        for name in self.objectives:
+            value = metrics.get(name)
+            if name in metrics and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ContractError(f"report {self.reports} has {name}={value!r} ({type(value).__name__}): objective {name!r} must be a number")
+        return metrics
+
+    def _epoch(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """What the report's `EPOCH` becomes (the study's number for it, when numbering)."""
+        resumed = metrics.get(RESUMED_FROM_EPOCH)
+        if EPOCH not in metrics:
+            if resumed is not None or (self.reports > 1 and not self.numbering):
+                why = "it continues from a checkpoint" if resumed is not None else "earlier reports had one"
+                raise ContractError(f"report {self.reports} has no 'epoch' but {why}: every report must carry 'epoch' (epochs done: 1, 2, ...)")
+            if not self.numbering and self.on_numbering is not None:
+                self.on_numbering("the trainable's reports carry no 'epoch'; the study numbers them 1, 2, ... (one report per epoch)")
+            self.numbering = True
+            self.last_epoch = self.reports
+            return {EPOCH: self.reports, EPOCH_NUMBERING: "by the study: the trainable's reports carry no 'epoch'"}
+        epoch = metrics[EPOCH]
+        if self.numbering:
+            raise ContractError(f"report {self.reports} has epoch={epoch!r} but earlier reports had none: report 'epoch' always or never")
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real) or epoch != int(epoch) or epoch < 1:
+            raise ContractError(f"report {self.reports} has epoch={epoch!r}: 'epoch' must be a whole number >= 1 (epochs done)")
+        if resumed is None and self.last_epoch is not None and epoch <= self.last_epoch:
+            raise ContractError(
+                f"report {self.reports} has epoch={epoch!r} after epoch={self.last_epoch}: each report's 'epoch' must be above the "
+                f"previous one's (a report that continues from a checkpoint carries {RESUMED_FROM_EPOCH!r})"
+            )
+        self.last_epoch = int(epoch)
+        return {EPOCH: int(epoch)}
 
 
 def epoch_model_dir(model_dir: str, epoch: int) -> str:

@@ -9,6 +9,7 @@ CPUs and GPUs and a `TF_CONFIG` from Ray Train, from which the trainable builds 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -215,6 +216,7 @@ def run_workers(
     gpu_memory_mb: int | None,
     storage_path: str,
     name: str,
+    check: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Train `config` on `workers` Ray Train workers, from inside a Tune trial.
 
@@ -223,7 +225,8 @@ def run_workers(
     same `TrialContext` as a single-process trial (the fields in `context`, and a `report` that
     is Ray Train's); Ray Train passes rank 0's reports on to the Tune trial. `should_stop` stays false:
     a trial stopped early ends its process, which ends the Train run. A worker that raises fails
-    the Train run, and so the trial, with its error.
+    the Train run, and so the trial, with its error; `check` holds each worker's reports to the
+    contract (`trainables.contract.ReportCheck`).
     """
     from ray.train import RunConfig
     from ray.train import ScalingConfig
@@ -246,7 +249,11 @@ def run_workers(
         from trainables.contract import TrialContext
 
         prepare_process(per_worker["CPU"], gpu_memory_mb)
-        trainable(worker_config, TrialContext(report=ray.train.report, **context))
+        if check is None:
+            trainable(worker_config, TrialContext(report=ray.train.report, **context))
+            return
+        worker_check = copy.deepcopy(check)  # each worker holds its own reports to the contract
+        trainable(worker_config, TrialContext(report=lambda metrics: ray.train.report(worker_check(metrics)), **context))
 
     trainer = TensorflowTrainer(
         train_loop_per_worker,

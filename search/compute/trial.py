@@ -20,6 +20,7 @@ from search.compute import devices
 from search.compute import remeasure
 from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
+from trainables.contract import ReportCheck
 from trainables.contract import TrialContext
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def run_trial(
 
     sys.unraisablehook = _unraisable_but_shutdown
     trial_id = tune.get_context().get_trial_id()
+    check = ReportCheck(needed or (), on_numbering=_say_once)
     checkpoint_dir = claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
     directories = {"model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir), "cache_dir": cache_dir}
     remeasure.save_config(directories["model_dir"], config)  # the front is measured again from it
@@ -78,6 +80,7 @@ def run_trial(
             trainable,
             config,
             {**directories, "needed": needed, "epoch_models": epoch_models},
+            check=check,
             workers=workers,
             cpus=cpus,
             gpus=gpus,
@@ -91,6 +94,7 @@ def run_trial(
         reported = []
 
         def report(metrics: dict[str, Any]) -> None:
+            metrics = check(metrics)  # a report that breaks the contract fails the trial, named
             if not reported and pinned is not None:  # a tag of the trial's run
                 metrics = {**metrics, "pinned_cores": ",".join(map(str, pinned.cores))}
             reported.append(True)
@@ -102,8 +106,18 @@ def run_trial(
             if pinned is not None:
                 pinned.release()
         if not reported and returned:  # the contract's "report nothing, return the metrics"
-            tune.report({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True})
+            tune.report(check({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True}))
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+_said: set[str] = set()
+
+
+def _say_once(note: str) -> None:
+    """A note about the trainable, printed once by each trial process."""
+    if note not in _said:
+        _said.add(note)
+        print(note, flush=True)
 
 
 def _unraisable_but_shutdown(unraisable: Any) -> None:
