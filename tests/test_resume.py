@@ -113,19 +113,40 @@ def test_a_killed_study_resumes_without_losing_or_repeating_trials(tmp_path, whe
         time.sleep(0.2)
         experiment = (tmp_path / "results" / "mlflow.db").exists() and client.get_experiment_by_name("resumable")
         ready = bool(experiment) and _killed_when(when, _trial_runs(client, experiment.experiment_id)[0], marker)
-    # Kill the launcher without any warning. The local Ray it started goes down with it, but
-    # for its agents, which would linger for a minute.
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait()
+    # Kill the launcher without any warning (below). The local Ray it started goes down with
+    # it, but for its agents, which would linger for a minute.
+    if not ready:
+        os.kill(first.pid, signal.SIGKILL)
     assert ready, f"the study ended or stalled before it could be killed {when}"
     trials, studies = _trial_runs(client, experiment.experiment_id)
     finished_before = {r.info.run_id: r for r in trials if r.info.status == "FINISHED"}
     cut_off = {r.info.run_id for r in trials if r.info.status == "RUNNING"}
     assert studies[0].info.status == "RUNNING"  # what a kill leaves; the resume must end it
     parent_id = studies[0].info.run_id
+    if when == "in the front phase":
+        # The study is held by the launcher that runs it: a second one is refused before it
+        # starts anything, naming the holder (the first is asleep in its front phase).
+        assert first.poll() is None
+        refused = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and f"is being run by another launcher (process {first.pid} on" in refused.stderr, refused.stderr
+        assert not re.search("Ended .* Ray agent processes", refused.stdout)  # it started nothing
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    journal_path = tmp_path / "results" / "optuna.journal"
+    if when == "mid-study":
+        # The searcher's journal lost its tail in the middle of telling a finished trial (a
+        # crash or a full disk mid-write; later entries, trials suggested since among them,
+        # never written), while MLflow's record has it all.
+        lines = journal_path.read_bytes().splitlines(keepends=True)
+        told = max(i for i, line in enumerate(lines) if b'"op_code":6' in line and b'"state":1' in line)
+        journal_path.write_bytes(b"".join(lines[:told]) + lines[told][: len(lines[told]) // 2])
 
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    if when == "mid-study":
+        # The torn entry was cut off, kept aside and said; the searcher's record was settled
+        # from MLflow's (the checks below: nothing run twice, every trial once in Optuna).
+        assert "ended in a torn entry" in resumed.stdout and len(list(journal_path.parent.glob("optuna.journal.torn-*"))) == 1
     # The resumed launch ended the agents the killed one left behind.
     assert re.search(r"Ended [12] Ray agent processes a killed launch left behind.", resumed.stdout)
     assert _left_behind(first.pid) == []

@@ -91,6 +91,16 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self.interrupted.pop(0)._trial_id)
         return super().suggest(trial_id)
 
+    def tell_ended(self, trial: optuna.trial.FrozenTrial, trial_id: str, result: dict | None, *, error: bool, user_attrs: dict[str, Any]) -> None:
+        """Tell an interrupted trial of the record that in fact ended (another record says so;
+        what told the searcher was lost) as `on_trial_complete` tells one, as Ray trial
+        `trial_id`, with `user_attrs` set first: it is no longer suggested again."""
+        self.interrupted = [t for t in self.interrupted if t.number != trial.number]
+        self._ot_trials[trial_id] = optuna.Trial(self._ot_study, trial._trial_id)
+        for key, value in user_attrs.items():
+            self._ot_trials[trial_id].set_user_attr(key, value)
+        self.on_trial_complete(trial_id, result, error)
+
     @property
     def optuna_study(self) -> optuna.Study:
         return self._ot_study

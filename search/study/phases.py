@@ -46,6 +46,7 @@ from search.methods import recipes as recipe_module
 from search.methods.searchers import variant_generator
 from search.record import front as front_module
 from search.record.progress import ProgressLines
+from search.record.repair import repair_journal
 from search.record.tables import HIDDEN_COLUMNS
 from search.record.tables import format_table
 from search.record.tables import study_table
@@ -53,6 +54,7 @@ from search.record.terminal import wrap
 from search.record.tracking import TrialRuns
 from search.space import SearchSpace
 import search.study.resume as resuming
+from search.study.lock import StudyLease
 from trainables.contract import EPOCH
 from trainables.contract import TRAIN_TIME_S
 from trainables.contract import epoch_model_dir
@@ -173,6 +175,26 @@ def open_study(runs: StudyRuns, space: SearchSpace, results_dir: Path, resume: b
     return Study(space, results_dir, resumed.study_name, runs, resumed=resumed)
 
 
+def claim_study(
+    opening: concurrent.futures.Future, space: SearchSpace, results_dir: Path, tracking_uri: str, address: str | None, resume: bool
+) -> tuple[Study, StudyLease]:
+    """The study opened (`open_study`) and held by this launcher (`StudyLease`), and Ray
+    started. A resume finds its study first, so that one already held elsewhere is refused
+    (`StudyHeld`) before anything starts; a new study's record opens while Ray starts."""
+    if resume:
+        study = open_study(opening.result(), space, results_dir, resume)
+        lease = StudyLease(results_dir, study.name).take()
+        try:
+            start_compute(space, results_dir, tracking_uri, address)
+        except BaseException:
+            lease.release()
+            raise
+        return study, lease
+    start_compute(space, results_dir, tracking_uri, address)
+    study = open_study(opening.result(), space, results_dir, resume)
+    return study, StudyLease(results_dir, study.name).take()
+
+
 def make_method(
     study: Study,
     scheduler: str | TrialScheduler | None = None,
@@ -204,7 +226,11 @@ def make_method(
         search_alg, param_space = variant_generator(space, first_configs)
         return Method(scheduler, None, search_alg, param_space, space.searcher)
     # Optuna keeps the searcher's state (every trial it suggested, and what it was told) in
-    # its journal, so a resumed study continues it instead of starting over.
+    # its journal, so a resumed study continues it instead of starting over. A torn last entry
+    # (a crash or a full disk mid-write) is cut off first; `carry_on` settles what it said.
+    repaired = repair_journal(study.results_dir / OPTUNA_JOURNAL)
+    if repaired:
+        print(wrap(repaired), flush=True)
     searcher = make_searcher(
         space,
         stopped_early,
@@ -239,6 +265,7 @@ def carry_on(study: Study, method: Method, trial_runs: TrialRuns) -> int:
         return space.num_samples
     study.resumed = resuming.settle(study.runs, study.resumed, method.searcher, space, study.results_dir)
     resuming.replay(method.scheduler, study.runs, study.resumed.ended, space.rung_objectives or space.objectives)
+    study.resumed = resuming.settle_searcher(method.searcher, study.runs, study.resumed, space)
     trial_runs.carry_on(study.resumed.table, method.searcher.interrupted)
     return space.num_samples - len(study.resumed.ended)
 

@@ -14,13 +14,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
+import optuna
 from optuna.trial import TrialState
 
 from search.errors import SpaceError
 from search.methods.searchers import EPOCHS_MISSING
 from search.record.tables import study_table
 from search.record.tracking import ENDED
+from search.record.tracking import MLFLOW_RUN_ID
 from search.space import SearchSpace
+from search.space import typed_params
 from trainables.contract import EPOCH
 
 
@@ -80,6 +83,36 @@ def settle(runs: Any, resumed: Resumed, searcher: Any, space: SearchSpace, resul
     if not settled:
         return resumed
     return Resumed(resumed.study_name, resumed.parent_run_id, study_table(runs, resumed.parent_run_id, space, results_dir / "models" / resumed.study_name))
+
+
+def settle_searcher(searcher: Any, runs: Any, resumed: Resumed, space: SearchSpace) -> Resumed:
+    """Bring the searcher's record level with MLflow's where its last entries were lost (a torn
+    journal cut back, a journal on a full disk). A trial the searcher has no record of gets an
+    Optuna trial with its configuration (tag `optuna_trial` updated). Trials MLflow's record says
+    ended are told as they would have been, so they do not run again; interrupted ones are
+    suggested again first, like every interrupted trial. Call it after `replay` (which trials
+    were stopped early is the scheduler's record). Returns the study's trials as they now are."""
+    study = searcher.optuna_study
+    known = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    table = resumed.table.copy()
+    distributions = {name: domain.distribution() for name, domain in space.params.items()}
+    for index, row in resumed.table.iterrows():
+        trial = known.get(int(row["optuna_trial"])) if pd.notna(row["optuna_trial"]) else None
+        if trial is None:  # lost from the searcher's record: recorded again from MLflow's
+            params, present = typed_params(row, distributions)
+            study.add_trial(optuna.trial.create_trial(state=TrialState.RUNNING, params=params, distributions=present))
+            trial = study.get_trials(deepcopy=False)[-1]
+            runs.client.set_tag(row["run_id"], "optuna_trial", str(trial.number))
+            table.loc[index, "optuna_trial"] = trial.number
+            if row["status"] not in ENDED:
+                searcher.interrupted.append(trial)
+        if row["status"] in ENDED and trial.state == TrialState.RUNNING:
+            epoch = row.get(EPOCH)
+            result = {EPOCH: float(epoch) if pd.notna(epoch) else 0.0, **{m: row.get(m) for m in space.objectives}}
+            failed = row["status"] == "failed"
+            trial_id = row["trial_id"] if isinstance(row["trial_id"], str) and row["trial_id"] else f"settled-{trial.number}"
+            searcher.tell_ended(trial, trial_id, None if failed else result, error=failed, user_attrs={MLFLOW_RUN_ID: row["run_id"]})
+    return Resumed(resumed.study_name, resumed.parent_run_id, table)
 
 
 def replay(scheduler: Any, runs: Any, ended: pd.DataFrame, objectives: Any) -> None:

@@ -120,19 +120,20 @@ def run_study(
     tracking_uri = tracking_uri or default_tracking_uri(results_dir)
     experiment = experiment or space.name
     opening = phases.open_record_in_background(tracking_uri, experiment, results_dir)
-    phases.start_compute(space, results_dir, tracking_uri, address)
-    study = phases.open_study(opening.result(), space, results_dir, resume)
-    method = phases.make_method(study, scheduler, sampler, first_configs)
-    trial_runs = phases.begin(study, method, space_file)
-    # From here every way out (success, an exception in any phase, Ctrl-C, SIGTERM) ends the
-    # study run and the runs of trials still training with a true status.
-    with StudyEnding(study.runs, study.parent_run_id, trial_runs, study.name) as ending:
-        remaining = phases.carry_on(study, method, trial_runs)
-        started_at, wall_time_s = phases.run_trials(study, method, trial_runs, ending, remaining=remaining, verbose=verbose)
-        outcome = phases.finish(
-            study, method, ending, experiment=experiment, started_at=started_at, wall_time_s=wall_time_s, remeasure_front=remeasure_front
-        )
-        ending.check()  # a signal during the front phase: it is recorded, but the study was cut
+    # The study held by this launcher alone (`search.study.lock`) until it returns.
+    study, lease = phases.claim_study(opening, space, results_dir, tracking_uri, address, resume)
+    with lease:
+        method = phases.make_method(study, scheduler, sampler, first_configs)
+        trial_runs = phases.begin(study, method, space_file)
+        # From here every way out (success, an exception in any phase, Ctrl-C, SIGTERM) ends the
+        # study run and the runs of trials still training with a true status.
+        with StudyEnding(study.runs, study.parent_run_id, trial_runs, study.name) as ending:
+            remaining = phases.carry_on(study, method, trial_runs)
+            started_at, wall_time_s = phases.run_trials(study, method, trial_runs, ending, remaining=remaining, verbose=verbose)
+            outcome = phases.finish(
+                study, method, ending, experiment=experiment, started_at=started_at, wall_time_s=wall_time_s, remeasure_front=remeasure_front
+            )
+            ending.check()  # a signal during the front phase: it is recorded, but the study was cut
     return StudyResult(
         study.name,
         experiment,

@@ -1,0 +1,165 @@
+"""Nobody can corrupt a study: one driver per study, a torn journal repaired, reports that break
+the contract named."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from search.record.repair import JournalDamaged
+from search.record.repair import repair_journal
+from search.study.lock import StudyHeld
+from search.study.lock import StudyLease
+from trainables.contract import ContractError
+from trainables.contract import ReportCheck
+
+ROOT = Path(__file__).parents[1]
+
+# A process that holds a study's lease until it is killed (or stopped), saying when it holds it.
+HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from search.study.lock import StudyLease
+lease = StudyLease({results!r}, "study-1", lease_s={lease_s}).take()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _hold(results: Path, *, lease_s: float = 60.0, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    code = HOLDER.format(root=str(ROOT), results=str(results), lease_s=lease_s)
+    holder = subprocess.Popen([*prefix, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_study_held_by_a_live_launcher_is_refused_and_taken_over_once_it_dies(tmp_path):
+    holder = _hold(tmp_path)
+    try:
+        # A second launcher is refused at once, with one message naming the holder.
+        with pytest.raises(StudyHeld, match=rf"Study study-1 is being run by another launcher \(process {holder.pid} on .+, since .+\)"):
+            StudyLease(tmp_path, "study-1").take()
+    finally:
+        holder.kill()  # SIGKILL: the holder cannot give the lease back
+        holder.wait()
+    # Its holder gone, the study is taken over at once, and given back on release.
+    lease = StudyLease(tmp_path, "study-1").take()
+    assert json.loads(lease.holder_file.read_text())["pid"] == os.getpid()
+    lease.release()
+    StudyLease(tmp_path, "study-1").take().release()
+
+
+def test_a_holder_on_another_node_is_taken_over_only_once_its_heartbeat_stops(tmp_path):
+    # Another node: a process that calls its machine "node-b" (its own UTS namespace).
+    if subprocess.run(["unshare", "-u", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -u (root) to play another node")
+    holder = _hold(tmp_path, lease_s=1.5, prefix=("unshare", "-u", "sh", "-c", 'hostname node-b && exec "$0" "$@"'))
+    try:
+        # While its heartbeat goes on, the study is refused after one lease period of watching.
+        started = time.monotonic()
+        with pytest.raises(StudyHeld, match="on node-b"):
+            StudyLease(tmp_path, "study-1", lease_s=1.5).take()
+        assert time.monotonic() - started >= 1.5
+        # A node that stops answering (its process frozen, as by a lost network): its lease
+        # expires and the study is taken over.
+        os.kill(holder.pid, signal.SIGSTOP)
+        StudyLease(tmp_path, "study-1", lease_s=1.5).take().release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _journal_with_trials(path: Path, n: int) -> None:
+    import optuna
+
+    from search.methods.searchers import journal
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=journal(path), load_if_exists=True)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=n)
+
+
+def test_a_torn_journal_is_cut_back_to_its_last_whole_entry_and_carries_on(tmp_path):
+    import optuna
+
+    from search.methods.searchers import journal
+
+    path = tmp_path / "optuna.journal"
+    _journal_with_trials(path, 3)
+    whole = path.read_bytes()
+    # A whole journal is left as it is.
+    assert repair_journal(path) is None and path.read_bytes() == whole
+    # A crash in the middle of an append leaves its last entry cut short.
+    path.write_bytes(whole + b'{"op_code":5,"worker_id":"x","trial_id":3,"par')
+    note = repair_journal(path)
+    # The torn tail is dropped, kept beside the journal, and said in one line.
+    assert path.read_bytes() == whole
+    (aside,) = tmp_path.glob("optuna.journal.torn-*")
+    assert aside.read_bytes() == b'{"op_code":5,"worker_id":"x","trial_id":3,"par' and aside.name in note
+    # Optuna appends to it again and reads it back whole (unrepaired, the next append would
+    # continue the torn line and every later read would fail).
+    _journal_with_trials(path, 2)
+    assert len(optuna.load_study(study_name="s", storage=journal(path)).trials) == 5
+    # An entry cut short whose newline was written is torn too.
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]) + lines[-1][:20] + b"\n")
+    assert repair_journal(path) and path.read_bytes() == b"".join(lines[:-1])
+
+
+def test_a_journal_damaged_before_its_last_entry_is_refused_untouched(tmp_path):
+    path = tmp_path / "optuna.journal"
+    _journal_with_trials(path, 2)
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = b"".join([*lines[:2], b"garbage\n", *lines[2:]])
+    path.write_bytes(damaged)
+    # No torn write: refused with the file and the entry named, nothing changed.
+    with pytest.raises(JournalDamaged, match=rf"{path} is damaged at entry 3 of {len(lines) + 1}"):
+        repair_journal(path)
+    assert path.read_bytes() == damaged and not list(tmp_path.glob("*.torn-*"))
+
+
+def test_reports_are_held_to_the_contract():
+    check = ReportCheck(objectives=("score",))
+    assert check({"epoch": 1, "score": 0.5}) == {"epoch": 1, "score": 0.5}
+    # A whole float epoch is an epoch; objectives may be NumPy numbers, and NaN (a diverged trial).
+    import numpy as np
+
+    assert check({"epoch": 2.0, "score": np.float32(0.5)})["epoch"] == 2
+    assert check({"epoch": 3, "score": float("nan")})["epoch"] == 3
+    # An epoch that goes back or repeats fails, naming the key and the rule.
+    with pytest.raises(ContractError, match=r"report 4 has epoch=3 after epoch=3: each report's 'epoch' must be above"):
+        check({"epoch": 3, "score": 0.5})
+    # ... unless the report continues from a checkpoint.
+    assert check({"epoch": 2, "score": 0.5, "resumed_from_epoch": 2})["epoch"] == 2
+    # A report without epoch once others had one fails.
+    with pytest.raises(ContractError, match="report 6 has no 'epoch' but earlier reports had one"):
+        check({"score": 0.5})
+    # Objectives must be numbers: text, a bool or None fail; other keys may be text (tags).
+    for value in ("0.5", True, None):
+        with pytest.raises(ContractError, match=r"objective 'score' must be a number"):
+            ReportCheck(objectives=("score",))({"epoch": 1, "score": value, "note": "text is a tag"})
+    # An epoch that is no whole number >= 1 fails.
+    for epoch in (0, 1.5, "1", True):
+        with pytest.raises(ContractError, match=r"'epoch' must be a whole number >= 1"):
+            ReportCheck()({"epoch": epoch})
+
+
+def test_reports_without_any_epoch_are_numbered_by_the_study_which_says_so_once():
+    said = []
+    check = ReportCheck(objectives=("score",), on_numbering=said.append)
+    numbered = [check({"score": 0.1 * k}) for k in range(1, 4)]
+    # Numbered 1, 2, 3, each tagged as numbered by the study; said once.
+    assert [r["epoch"] for r in numbered] == [1, 2, 3]
+    assert all(r["epoch_numbering"].startswith("by the study") for r in numbered)
+    assert len(said) == 1 and "carry no 'epoch'" in said[0]
+    # Reports that then start carrying an epoch are ambiguous: the trial fails.
+    with pytest.raises(ContractError, match="earlier reports had none"):
+        check({"epoch": 4, "score": 0.4})
+    # A resumed report must say where it continues from.
+    with pytest.raises(ContractError, match="no 'epoch' but it continues from a checkpoint"):
+        ReportCheck()({"score": 0.1, "resumed_from_epoch": 2})
