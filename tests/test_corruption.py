@@ -163,3 +163,74 @@ def test_reports_without_any_epoch_are_numbered_by_the_study_which_says_so_once(
     # A resumed report must say where it continues from.
     with pytest.raises(ContractError, match="no 'epoch' but it continues from a checkpoint"):
         ReportCheck()({"score": 0.1, "resumed_from_epoch": 2})
+
+
+# A trainable (no TensorFlow) whose reports break the contract in the way its `mode` says.
+CONTRACT_SPACE = """
+from search.space import Choice, SearchSpace
+
+
+def train(config, context):
+    for epoch in range(1, config["epochs"] + 1):
+        report = {"epoch": epoch, "score": 0.1 * epoch}
+        if config["mode"] == "no epoch":
+            del report["epoch"]
+        elif config["mode"] == "backwards" and epoch == 3:
+            report["epoch"] = 1
+        elif config["mode"] == "text" and epoch == 2:
+            report["score"] = "high"
+        context.report(report)
+    return report
+
+
+train.metrics = ("epoch", "score")
+
+SPACE = SearchSpace(
+    name="contract",
+    trainable=train,
+    params={"mode": Choice(["no epoch", "backwards", "text"])},
+    objectives={"score": "max"},
+    num_samples=3,
+    max_epochs=3,
+    grace_period=1,
+    seed=0,
+)
+"""
+
+RUN_MODES = """
+import sys
+from pathlib import Path
+from search.space import load_space
+from search.study import run_study
+run_study(load_space(Path({space!r})), results_dir=Path({results!r}), first_configs=[{{"mode": m}} for m in ("no epoch", "backwards", "text")])
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_study_fails_the_trials_whose_reports_break_the_contract_and_numbers_epochs_left_out(tmp_path):
+    from mlflow import MlflowClient
+
+    (tmp_path / "contract.py").write_text(CONTRACT_SPACE)
+    code = RUN_MODES.format(space=str(tmp_path / "contract.py"), results=str(tmp_path / "results"))
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("contract").experiment_id])
+    trials = {r.data.params["mode"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    # Reports without any epoch: numbered 1, 2, 3 by the study, which tags the run and says so
+    # once; the scheduler's rungs saw those epochs, and the trial finished.
+    numbered = trials["no epoch"]
+    assert numbered.info.status == "FINISHED" and numbered.data.tags["epoch_numbering"].startswith("by the study")
+    assert sorted(m.step for m in client.get_metric_history(numbered.info.run_id, "score")) == [1, 2, 3]
+    assert done.stdout.count("carry no 'epoch'") == 1
+    assert "finished at epoch 3" in done.stdout
+    # An epoch going back and a text objective: FAILED, the key, the value and the rule named
+    # in the run's error and on the terminal; what they reported before is kept.
+    assert trials["backwards"].info.status == "FAILED"
+    assert "ContractError: report 3 has epoch=1 after epoch=2" in trials["backwards"].data.tags["error"]
+    assert trials["text"].info.status == "FAILED"
+    assert "ContractError: report 2 has score='high' (str): objective 'score' must be a number" in trials["text"].data.tags["error"]
+    terminal = " ".join(done.stdout.split())  # lines folded to the terminal's width joined
+    assert "FAILED: trainables.contract.ContractError: report 3 has epoch=1 after epoch=2: each report's 'epoch' must be above" in terminal
+    assert "FAILED: trainables.contract.ContractError: report 2 has score='high' (str): objective 'score' must be a number" in terminal
+    assert [m.step for m in client.get_metric_history(trials["text"].info.run_id, "score")] == [1]
