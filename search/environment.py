@@ -39,6 +39,9 @@ QUIET = {
     # result a second time, beside MLflow's record, from the loop that hands trials their next
     # step; their TensorBoard writer alone takes 1.6 s to import at every launch.
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # Ray prints the traceback of a trial's error it finds unread as the process ends (after a
+    # study stopped mid-loop, by a full disk say); every trial's error is in its MLflow run.
+    "RAY_IGNORE_UNHANDLED_ERRORS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     # MLflow prints "View run ... at: URL" as each run ends on a tracking server; the study prints
     # the UI command once at its end.

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search import environment
+from search.errors import DiskFull
 from search.errors import SpaceError
 from search.space import SCHEDULERS
 from search.space import SEARCHERS
@@ -191,8 +192,6 @@ def _print_interrupted(
     study_name: str, space: SearchSpace, options: argparse.Namespace, argv: list[str] | None
 ) -> None:
     """After Ctrl-C: what ended before the interruption, and the command that carries on."""
-    import shlex
-
     from search.record import terminal
     from search.record.results import load_study
     from search.record.tables import format_table
@@ -207,8 +206,15 @@ def _print_interrupted(
     shown = [c for c in ["trial", "status", *space.objectives, EPOCH, *space.params] if c in trials]
     print(f"\nStudy {study_name} interrupted. Trials so far (cut-off ones are KILLED in MLflow):")
     print(format_table(trials[shown], width=terminal.width()) if not trials.empty else "(none)")
+    print(terminal.command("Resume it with:  " + _resume_command(argv)))
+
+
+def _resume_command(argv: list[str] | None) -> str:
+    """The command that carries on the study this launch ran."""
+    import shlex
+
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
-    print(terminal.command("Resume it with:  python -m search.launch " + shlex.join([*args, "--resume"])))
+    return "python -m search.launch " + shlex.join([*args, "--resume"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     except StudyInterrupted as interrupted:
         _print_interrupted(str(interrupted), space, options, argv)
         return 128 + interrupted.signal_number  # 130 after Ctrl-C, 143 after SIGTERM
+    except Exception as error:  # a full disk or a lost tracking server stops the study resumably
+        from search.record.tracking import server_gone
+
+        full, gone = DiskFull.find(error, (str(options.results_dir.resolve()),)), server_gone(error)
+        if full is None and gone is None:
+            raise
+        what = (
+            f"{full}. The study stopped; what it measured is kept. Make room there, then carry it on with:"
+            if full is not None
+            else f"the MLflow tracking server {gone} did not answer through MLflow's retries. The study stopped; what the server "
+            "recorded is kept and the rest is measured again. Once the server is back, carry it on with:"
+        )
+        print(f"error: {what}", file=sys.stderr)
+        print(f"  {_resume_command(argv)}", file=sys.stderr)
+        return EXIT_ALL_FAILED
     table = result.trials
     counts = table["status"].value_counts() if not table.empty else {}
     minutes, seconds = divmod(int(result.wall_time_s), 60)

@@ -234,3 +234,71 @@ def test_a_study_fails_the_trials_whose_reports_break_the_contract_and_numbers_e
     assert "FAILED: trainables.contract.ContractError: report 3 has epoch=1 after epoch=2: each report's 'epoch' must be above" in terminal
     assert "FAILED: trainables.contract.ContractError: report 2 has score='high' (str): objective 'score' must be a number" in terminal
     assert [m.step for m in client.get_metric_history(trials["text"].info.run_id, "score")] == [1]
+
+
+# The resumable space of the resume tests, its trials writing a megabyte into their checkpoint
+# directory each epoch (kept until the trial ends), so that a small disk fills up.
+def _filling_space() -> str:
+    from tests.test_resume import SPACE
+
+    filling = SPACE.replace(
+        "        time.sleep(config[\"seconds_per_epoch\"])\n",
+        "        time.sleep(config[\"seconds_per_epoch\"])\n"
+        "        with open(os.path.join(context.checkpoint_dir, f\"payload-{epoch}.bin\"), \"wb\") as payload:\n"
+        "            payload.write(bytes(1_000_000))\n",
+    )
+    assert filling != SPACE
+    return filling.replace("num_samples=8", "num_samples=6").replace("0.7", "0.3")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "full, size",
+    [
+        ("checkpoints", "3m"),  # the trials' checkpoints: a trial finds no room
+        ("", "4m"),  # the whole results directory: MLflow's store, the journal, artifacts, checkpoints
+    ],
+    ids=["checkpoints", "results directory"],
+)
+def test_a_full_disk_stops_the_study_cleanly_and_resume_carries_on_once_there_is_room(tmp_path, full, size):
+    from mlflow import MlflowClient
+
+    disk = tmp_path / "results" / full
+    disk.mkdir(parents=True)
+    # A small disk, a little more than two trials' first epochs.
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("needs to mount a small tmpfs (root)")
+    try:
+        (tmp_path / "resumable.py").write_text(_filling_space())
+        command = [sys.executable, "-m", "search.launch", str(tmp_path / "resumable.py"), "--results-dir", str(tmp_path / "results")]
+        first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        # One line names the full disk and says how to carry on; exit 1.
+        assert first.returncode == 1, first.stdout[-2000:] + first.stderr[-3000:]
+        assert f"error: No space left on device on the filesystem of {disk}" in first.stderr, first.stderr[-3000:]
+        assert "--resume" in first.stderr and len(first.stderr.splitlines()) == 2, first.stderr[-3000:]
+        client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+        if full == "checkpoints":  # MLflow's store had room: every run ended with a true status
+            runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
+            trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+            (study,) = [r for r in runs if r.data.tags.get("role") == "study"]
+            # The study FAILED, saying why; the trial that found no room and those still
+            # training KILLED and tagged to run again; none FAILED.
+            assert study.info.status == "FAILED" and "No space left on device" in study.data.tags["error"]
+            assert {r.info.status for r in trials} <= {"FINISHED", "KILLED"}
+            killed = [r for r in trials if r.info.status == "KILLED"]
+            assert killed and all("interrupted" in r.data.tags for r in killed)
+            assert any("No space left on device" in r.data.tags["interrupted"] for r in killed)
+
+        # Room again: --resume carries the study on to its end, nothing lost or run twice.
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+        runs = client.search_runs([client.get_experiment_by_name("resumable").experiment_id])
+        trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert [r.info.status for r in runs if r.data.tags.get("role") == "study"] == ["FINISHED"]
+        assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in trials), [(r.info.run_name, r.info.status, r.data.tags.get("error")) for r in trials]
+        assert len({r.data.params["x"] for r in trials}) == 6
+        for run in trials:
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score")) == [1, 2, 3]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

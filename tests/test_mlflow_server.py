@@ -246,3 +246,47 @@ def test_a_write_whose_answer_the_server_lost_is_made_once(tmp_path):
     assert made.info.run_id == run.info.run_id and made.data.tags["optuna_trial"] == "0"
     history = reader.get_metric_history(run.info.run_id, "score")
     assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.7)]
+
+
+@pytest.mark.timeout(600)
+def test_a_tracking_server_gone_for_longer_than_its_retries_stops_the_study_and_resume_loses_nothing(tmp_path):
+    (tmp_path / "outage.py").write_text(OUTAGE_SPACE)
+    store, port = tmp_path / "server" / "mlflow.db", _free_port()
+    store.parent.mkdir()
+    server = _start_server(store, port, tmp_path / "server" / "artifacts")
+    # MLflow's client gives up after one retry within seconds (by default about four minutes).
+    patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    command = [sys.executable, "-m", "search.launch", str(tmp_path / "outage.py"), "--results-dir", str(tmp_path / "results"),
+               "--tracking-uri", f"http://127.0.0.1:{port}"]  # fmt: skip
+    launch = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env={**os.environ, **patience})
+    reader = MlflowClient(f"sqlite:///{store}")
+    try:
+        # Once two trials have ended, the server goes away (killed) and stays away.
+        deadline, ended = time.monotonic() + 300, 0
+        while ended < 2 and launch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            experiment = reader.get_experiment_by_name("outage")
+            runs = reader.search_runs([experiment.experiment_id]) if experiment else []
+            ended = sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs)
+        assert ended >= 2 and launch.poll() is None, "the study ended or stalled before its server could go away"
+        _stop_server(server, signal.SIGKILL)
+        output, errors = launch.communicate(timeout=300)
+        # The study stops: one line names the server and says how to carry on; exit 1.
+        assert launch.returncode == 1, output[-2000:] + errors[-3000:]
+        assert errors.startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} did not answer through MLflow's retries")
+        assert len(errors.splitlines()) == 2 and "--resume" in errors.splitlines()[1], errors[-3000:]
+        # The server back, --resume carries the study on to its end.
+        server = _start_server(store, port, tmp_path / "server" / "artifacts")
+        resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, **patience})
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+        _stop_server(server)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    runs = reader.search_runs([reader.get_experiment_by_name("outage").experiment_id])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    # Nothing lost, nothing twice: 8 trials, 8 configurations, every epoch recorded once, no run RUNNING.
+    assert len(trials) == 8 and len({r.data.params["x"] for r in trials}) == 8
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for run in trials:
+        assert sorted(m.step for m in reader.get_metric_history(run.info.run_id, "score")) == [1, 2, 3, 4]

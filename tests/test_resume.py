@@ -32,7 +32,9 @@ def train(config, context):
     for epoch in range(start + 1, config["epochs"] + 1):
         time.sleep(config["seconds_per_epoch"])
         metrics = {"epoch": epoch, "score": config["x"] * epoch}
-        json.dump(metrics, open(saved, "w"))
+        with open(saved + ".partial", "w") as partial:  # whole, or not at all
+            json.dump(metrics, partial)
+        os.replace(saved + ".partial", saved)
         context.report(metrics)
     return {"epoch": config["epochs"], "score": config["x"] * config["epochs"]}
 

@@ -4,6 +4,7 @@ for a stop, and the Keras-free bits Ray needs to ship a space file's own trainab
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -11,6 +12,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ from typing import Any
 
 from search.compute import devices
 from search.compute import remeasure
+from search.errors import DiskFull
 from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
 from trainables.contract import ReportCheck
@@ -70,44 +73,59 @@ def run_trial(
         os.environ.setdefault(name, value)
 
     sys.unraisablehook = _unraisable_but_shutdown
-    trial_id = tune.get_context().get_trial_id()
-    check = ReportCheck(needed or (), on_numbering=_say_once)
-    checkpoint_dir = claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
-    directories = {"model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir), "cache_dir": cache_dir}
-    remeasure.save_config(directories["model_dir"], config)  # the front is measured again from it
-    if workers > 1:
-        devices.run_workers(
-            trainable,
-            config,
-            {**directories, "needed": needed, "epoch_models": epoch_models},
-            check=check,
-            workers=workers,
-            cpus=cpus,
-            gpus=gpus,
-            gpu_memory_mb=gpu_memory_mb,
-            storage_path=train_runs_dir,
-            name=trial_id,
-        )
-    else:
-        devices.prepare_process(cpus, gpu_memory_mb)
-        pinned = devices.pin_to_free_cores(cpus)
-        reported = []
+    # A write that finds no room names the full disk: the study stops and can resume (`DiskFull`).
+    with _full_disk_named(checkpoints_dir, models_dir, cache_dir):
+        trial_id = tune.get_context().get_trial_id()
+        check = ReportCheck(needed or (), on_numbering=_say_once)
+        checkpoint_dir = claim_checkpoint_dir(Path(checkpoints_dir), config, session, trial_id)
+        directories = {"model_dir": os.path.join(models_dir, trial_id), "checkpoint_dir": str(checkpoint_dir), "cache_dir": cache_dir}
+        remeasure.save_config(directories["model_dir"], config)  # the front is measured again from it
+        if workers > 1:
+            devices.run_workers(
+                trainable,
+                config,
+                {**directories, "needed": needed, "epoch_models": epoch_models},
+                check=check,
+                workers=workers,
+                cpus=cpus,
+                gpus=gpus,
+                gpu_memory_mb=gpu_memory_mb,
+                storage_path=train_runs_dir,
+                name=trial_id,
+            )
+        else:
+            devices.prepare_process(cpus, gpu_memory_mb)
+            pinned = devices.pin_to_free_cores(cpus)
+            reported = []
 
-        def report(metrics: dict[str, Any]) -> None:
-            metrics = check(metrics)  # a report that breaks the contract fails the trial, named
-            if not reported and pinned is not None:  # a tag of the trial's run
-                metrics = {**metrics, "pinned_cores": ",".join(map(str, pinned.cores))}
-            reported.append(True)
-            tune.report(metrics)
+            def report(metrics: dict[str, Any]) -> None:
+                metrics = check(metrics)  # a report that breaks the contract fails the trial, named
+                if not reported and pinned is not None:  # a tag of the trial's run
+                    metrics = {**metrics, "pinned_cores": ",".join(map(str, pinned.cores))}
+                reported.append(True)
+                tune.report(metrics)
 
-        try:
-            returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, needed=needed, epoch_models=epoch_models, **directories))
-        finally:
-            if pinned is not None:
-                pinned.release()
-        if not reported and returned:  # the contract's "report nothing, return the metrics"
-            tune.report(check({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True}))
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+            try:
+                returned = trainable(config, TrialContext(report=report, should_stop=_stop_requested, needed=needed, epoch_models=epoch_models, **directories))
+            finally:
+                if pinned is not None:
+                    pinned.release()
+            if not reported and returned:  # the contract's "report nothing, return the metrics"
+                tune.report(check({EPOCH: config.get("epochs", 1), **returned, COMPLETE: True}))
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _full_disk_named(*places: str) -> Iterator[None]:
+    """Turn an error that says the disk is full into `DiskFull`, naming the full path (the
+    error's own, else the one of `places` with the least room)."""
+    try:
+        yield
+    except Exception as error:
+        full = DiskFull.find(error, places)
+        if full is None or full is error:
+            raise
+        raise full from error
 
 
 _said: set[str] = set()

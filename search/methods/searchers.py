@@ -79,6 +79,9 @@ class TruthfulOptunaSearch(OptunaSearch):
         self.stopped_trials = stopped_trials
         self._max_t = max_t
         self._time_attr = time_attr
+        # Trials whose error says nothing of their configuration (a full disk cut them short):
+        # not told, so they stay RUNNING in the record and run again on resume.
+        self.cut_short: Callable[[str], bool] = lambda trial_id: False
         # Trials of the Optuna study an interruption left RUNNING, to be suggested again first.
         self.interrupted: list[optuna.trial.FrozenTrial] = [
             t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -90,6 +93,14 @@ class TruthfulOptunaSearch(OptunaSearch):
         if self.interrupted and trial_id not in self._ot_trials:
             self._ot_trials[trial_id] = optuna.Trial(self._ot_study, self.interrupted.pop(0)._trial_id)
         return super().suggest(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        """What Tune's experiment snapshot keeps of the searcher: all but `cut_short` (it reads
+        the study's live record; a resumed study is rebuilt from Optuna's journal anyway)."""
+        import pickle
+
+        with open(checkpoint_path, "wb") as output:
+            pickle.dump({key: value for key, value in self.__dict__.items() if key != "cut_short"}, output)
 
     def tell_ended(self, trial: optuna.trial.FrozenTrial, trial_id: str, result: dict | None, *, error: bool, user_attrs: dict[str, Any]) -> None:
         """Tell an interrupted trial of the record that in fact ended (another record says so;
@@ -112,6 +123,8 @@ class TruthfulOptunaSearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if error and self.cut_short(trial_id):
+            return
         if result and self._stopped_early(trial_id):
             if self.stopped_trials == "infeasible" and all(_finite(result.get(m)) for m in self.metric):
                 missing = self._epochs_missing(result.get(self._time_attr, 0))

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from ray import tune
 
+from search.errors import DiskFull
 from search.record.terminal import wrap_parts
 
 if TYPE_CHECKING:
@@ -126,5 +127,10 @@ class ProgressLines(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         from search.record.tracking import error_message
 
+        message = error_message(trial)
+        full = DiskFull.from_message(message)
+        if full is not None:  # not the trial's failure: it runs again on --resume
+            self._say(f"{self.name_of(trial)} cut short: {full}; the study stops", trials, trial)
+            return
         self.counts["failed"] += 1
-        self._say(f"{self.name_of(trial)} FAILED: {error_message(trial)[:200]}", trials, trial)
+        self._say(f"{self.name_of(trial)} FAILED: {message[:200]}", trials, trial)

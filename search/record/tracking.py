@@ -21,6 +21,7 @@ from typing import Any
 
 from ray import tune
 
+from search.errors import DiskFull
 from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
 from trainables.contract import RESUMED_FROM_EPOCH
@@ -333,6 +334,9 @@ class TrialRuns(tune.Callback):
         self.logged_steps: dict[str, set[int]] = {}  # steps earlier attempts recorded, by run id
         self.attempt_steps: dict[str, set[int]] = {}  # steps this attempt recorded, by run id
         self.tagged: dict[str, dict[str, str]] = {}  # text tags set on each run, by run id
+        self.trials: dict[str, Trial] = {}  # Tune's trials, by id (what ended them)
+        # Called with the `DiskFull` of a trial a full disk cut short (the study stops).
+        self.on_disk_full: Callable[[DiskFull], None] = lambda full: None
 
     def carry_on(self, table: Any, interrupted: list[Any]) -> None:
         """Continue an interrupted study: number new trials after its trials, and give each
@@ -359,6 +363,7 @@ class TrialRuns(tune.Callback):
         return f"trial-{self.numbers[trial.trial_id]:03d}"
 
     def on_trial_start(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
+        self.trials[trial.trial_id] = trial
         if trial.trial_id in self.run_ids:
             return
         optuna_trial = self.optuna_trial(trial.trial_id) if self.optuna_trial else None
@@ -454,17 +459,44 @@ class TrialRuns(tune.Callback):
             self.runs.client.set_tag(run_id, "retries", str(self.retries[trial.trial_id]))
             self.runs.client.set_tag(run_id, f"error_before_retry_{self.retries[trial.trial_id]}", error_message(trial)[-5000:])
 
+    def disk_full(self, trial_id: str) -> DiskFull | None:
+        """What a trial that raised said, if it found the disk full (it is then no failure of
+        its configuration: it runs again on `--resume`)."""
+        trial = self.trials.get(trial_id)
+        return DiskFull.from_message(error_message(trial)) if trial is not None and getattr(trial, "error_file", None) else None
+
     def on_trial_error(self, iteration: int, trials: list, trial: Trial, **info: Any) -> None:
         run_id = self.run_ids.get(trial.trial_id)
         if run_id is None:
             return
         self.ended_at[trial.trial_id] = time.time()
+        full = self.disk_full(trial.trial_id)
+        if full is not None:  # cut short, like a trial still training when a study is interrupted
+            self._kill(run_id, "interrupted", f"{full}; --resume runs it again"[:500])
+            self.on_disk_full(full)
+            return
         message = error_message(trial)
         self.runs.client.set_tag(run_id, "error", message[-5000:])
         path = getattr(trial, "error_file", None)
         if path and os.path.exists(path):
             self.runs.client.log_artifact(run_id, path, artifact_path="error")
         self.runs.end(run_id, "FAILED")
+
+
+def server_gone(error: BaseException | None) -> str | None:
+    """The tracking server's address, if `error` (or what caused it) is MLflow's client giving
+    up on a server that did not answer through its retries (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`):
+    the study stopped, and `--resume` carries it on once the server is back."""
+    import re
+
+    seen: list[BaseException] = []
+    while error is not None and error not in seen and len(seen) < 20:
+        seen.append(error)
+        gone = re.search(r"API request to (https?://[^/\s]+)\S* failed with (?:timeout exception|exception|error code 50[234])", str(error))
+        if gone:
+            return gone.group(1)
+        error = error.__cause__ or error.__context__
+    return None
 
 
 # What Ray says when the process that ran a trial is gone (killed, out of memory, or on a node

@@ -41,6 +41,7 @@ class StudyEnding:
         self.trial_runs = trial_runs
         self.study_name = study_name
         self.requested: int | None = None
+        self.stopped_by: BaseException | None = None  # an error that stops the study (`stop`)
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StudyEnding:
@@ -57,11 +58,18 @@ class StudyEnding:
         self.requested = signum
 
     def check(self) -> None:
+        if self.stopped_by is not None:
+            raise self.stopped_by
         if self.requested is not None:
             raise KeyboardInterrupt
 
+    def stop(self, error: BaseException) -> None:
+        """Stop the study at Tune's next step, as if `error` had been raised there (a trial
+        found the disk full): it then ends FAILED, and the trials still training KILLED."""
+        self.stopped_by = self.stopped_by or error
+
     def stop_requested(self) -> bool:
-        return self.requested is not None
+        return self.requested is not None or self.stopped_by is not None
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: Any) -> bool:
         import signal

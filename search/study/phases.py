@@ -135,6 +135,9 @@ def _open_study_runs(tracking_uri: str, experiment: str, artifact_root: Path) ->
     from search.record.tracking import StudyRuns
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
+    # It logs each store error with its traceback (a thousand lines for a full disk), then
+    # raises it: the study reports what it raises (`search.launch`).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     return StudyRuns(tracking_uri, experiment, artifact_root=artifact_root)
 
 
@@ -249,6 +252,8 @@ def begin(study: Study, method: Method, space_file: Path | None) -> TrialRuns:
     its nested run."""
     runs = study.runs
     trial_runs = TrialRuns(runs, stopped_early=method.stopped_early, optuna_trial=method.searcher.optuna_trial if method.searcher else None)
+    if method.searcher is not None:  # a trial a full disk cut short runs again on resume
+        method.searcher.cut_short = lambda trial_id: trial_runs.disk_full(trial_id) is not None
     if study.resumed:
         study.parent_run_id = runs.reopen_parent(study.resumed.parent_run_id)
     else:
@@ -277,6 +282,7 @@ def run_trials(
     the trials began and how long they took (epoch seconds, seconds)."""
     space = study.space
     callbacks: list = [trial_runs, ending.callback()]
+    trial_runs.on_disk_full = ending.stop  # a trial that found no room to write stops the study
     if not verbose:
         resumed = study.resumed
         callbacks.append(
