@@ -129,6 +129,17 @@ SPACE = SearchSpace(
 """
 
 
+def _wait_for_two_ended_trials(reader: MlflowClient, launch: subprocess.Popen) -> None:
+    """Until two trials of the "outage" study have finished, its launcher still running."""
+    deadline, ended = time.monotonic() + 300, 0
+    while ended < 2 and launch.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        experiment = reader.get_experiment_by_name("outage")
+        runs = reader.search_runs([experiment.experiment_id]) if experiment else []
+        ended = sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs)
+    assert ended >= 2 and launch.poll() is None, "the study ended or stalled before its server could go away"
+
+
 @pytest.mark.timeout(600)
 def test_a_study_rides_out_its_tracking_server_going_away_for_a_few_seconds(tmp_path):
     (tmp_path / "outage.py").write_text(OUTAGE_SPACE)
@@ -144,13 +155,7 @@ def test_a_study_rides_out_its_tracking_server_going_away_for_a_few_seconds(tmp_
     try:
         # Once two trials have ended, the server goes away (killed, as a crash would) for a few
         # seconds, then comes back on the same address and store.
-        deadline, ended = time.monotonic() + 300, 0
-        while ended < 2 and launch.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.3)
-            experiment = reader.get_experiment_by_name("outage")
-            runs = reader.search_runs([experiment.experiment_id]) if experiment else []
-            ended = sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs)
-        assert ended >= 2 and launch.poll() is None, "the study ended or stalled before its server could go away"
+        _wait_for_two_ended_trials(reader, launch)
         _stop_server(server, signal.SIGKILL)
         time.sleep(5)
         server = _start_server(store, port, tmp_path / "server" / "artifacts")  # ~10 s to start
@@ -262,13 +267,7 @@ def test_a_tracking_server_gone_for_longer_than_its_retries_stops_the_study_and_
     reader = MlflowClient(f"sqlite:///{store}")
     try:
         # Once two trials have ended, the server goes away (killed) and stays away.
-        deadline, ended = time.monotonic() + 300, 0
-        while ended < 2 and launch.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.3)
-            experiment = reader.get_experiment_by_name("outage")
-            runs = reader.search_runs([experiment.experiment_id]) if experiment else []
-            ended = sum(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs)
-        assert ended >= 2 and launch.poll() is None, "the study ended or stalled before its server could go away"
+        _wait_for_two_ended_trials(reader, launch)
         _stop_server(server, signal.SIGKILL)
         output, errors = launch.communicate(timeout=300)
         # The study stops: one line names the server and says how to carry on; exit 1.
