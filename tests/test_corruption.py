@@ -302,3 +302,59 @@ def test_a_full_disk_stops_the_study_cleanly_and_resume_carries_on_once_there_is
             assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "score")) == [1, 2, 3]
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _two_objective_space():
+    from search.space import Float
+    from search.space import SearchSpace
+
+    def train(config, context):
+        return {"epoch": 3, "score": 0.5, "time": 1.0}
+
+    train.metrics = ("epoch", "score", "time")
+    return SearchSpace(name="settled", trainable=train, params={"x": Float(0.0, 1.0)}, objectives={"score": "max", "time": "min"}, max_epochs=3, seed=0)
+
+
+def test_the_searchers_record_is_settled_from_mlflows_where_its_tail_was_lost(tmp_path):
+    from types import SimpleNamespace
+
+    import optuna
+    import pandas as pd
+
+    from search.methods.searchers import EPOCHS_MISSING
+    from search.methods.searchers import journal
+    from search.methods.searchers import make_searcher
+    from search.study.resume import Resumed
+    from search.study.resume import settle_searcher
+
+    space = _two_objective_space()
+    storage = journal(tmp_path / "optuna.journal")
+    first = make_searcher(space, lambda trial_id: False, storage=storage, study_name="s")
+    configs = [first.suggest(f"ray-{i}") for i in range(3)]
+    # What the journal kept: three trials suggested, none told (the entries telling them were
+    # lost). What MLflow kept: trial 0 finished, trial 1 stopped at epoch 1, trial 2 still
+    # training, and a fourth run still training whose Optuna trial was lost altogether.
+    table = pd.DataFrame(
+        [
+            {"status": "finished", "optuna_trial": 0, "trial_id": "ray-0", "run_id": "r0", "epoch": 3, "score": 0.9, "time": 3.0, "x": configs[0]["x"]},
+            {"status": "stopped", "optuna_trial": 1, "trial_id": "ray-1", "run_id": "r1", "epoch": 1, "score": 0.5, "time": 1.0, "x": configs[1]["x"]},
+            {"status": "running", "optuna_trial": 2, "trial_id": "ray-2", "run_id": "r2", "epoch": 1, "score": 0.6, "time": 1.0, "x": configs[2]["x"]},
+            {"status": "running", "optuna_trial": 7, "trial_id": "ray-7", "run_id": "r7", "epoch": 2, "score": 0.7, "time": 2.0, "x": 0.25},
+        ]
+    )
+    tags = []
+    runs = SimpleNamespace(client=SimpleNamespace(set_tag=lambda *tag: tags.append(tag)))
+    resumed = make_searcher(space, lambda trial_id: False, storage=storage, study_name="s", resume=True)
+    settled = settle_searcher(resumed, runs, Resumed("s", "parent", table), space)
+
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    # The finished trial is told with its values; the stopped one as stopped (infeasible, its
+    # epochs missing), though the new scheduler never saw it; both point at their runs.
+    assert trials[0].state == optuna.trial.TrialState.COMPLETE and trials[0].values == [0.9, 3.0]
+    assert trials[1].state == optuna.trial.TrialState.COMPLETE and trials[1].system_attrs[f"constraints:{EPOCHS_MISSING}"] == pytest.approx(2 / 3)
+    assert [trials[0].user_attrs["mlflow_run_id"], trials[1].user_attrs["mlflow_run_id"]] == ["r0", "r1"]
+    # The trial still training and the lost one are suggested again first: the lost one as a
+    # new Optuna trial with its configuration, its run tagged with the new number.
+    assert [t.number for t in resumed.interrupted] == [2, 3]
+    assert trials[3].state == optuna.trial.TrialState.RUNNING and trials[3].params == {"x": 0.25}
+    assert tags == [("r7", "optuna_trial", "3")] and settled.table["optuna_trial"].tolist() == [0, 1, 2, 3]

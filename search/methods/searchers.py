@@ -82,6 +82,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         # Trials whose error says nothing of their configuration (a full disk cut them short):
         # not told, so they stay RUNNING in the record and run again on resume.
         self.cut_short: Callable[[str], bool] = lambda trial_id: False
+        self._settled_stopped: set[str] = set()  # trials `tell_ended` told as stopped early
         # Trials of the Optuna study an interruption left RUNNING, to be suggested again first.
         self.interrupted: list[optuna.trial.FrozenTrial] = [
             t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -102,10 +103,15 @@ class TruthfulOptunaSearch(OptunaSearch):
         with open(checkpoint_path, "wb") as output:
             pickle.dump({key: value for key, value in self.__dict__.items() if key != "cut_short"}, output)
 
-    def tell_ended(self, trial: optuna.trial.FrozenTrial, trial_id: str, result: dict | None, *, error: bool, user_attrs: dict[str, Any]) -> None:
+    def tell_ended(
+        self, trial: optuna.trial.FrozenTrial, trial_id: str, result: dict | None, *, error: bool, stopped: bool, user_attrs: dict[str, Any]
+    ) -> None:
         """Tell an interrupted trial of the record that in fact ended (another record says so;
         what told the searcher was lost) as `on_trial_complete` tells one, as Ray trial
-        `trial_id`, with `user_attrs` set first: it is no longer suggested again."""
+        `trial_id` (`stopped`: the scheduler stopped it early), with `user_attrs` set first: it
+        is no longer suggested again."""
+        if stopped:
+            self._settled_stopped.add(trial_id)
         self.interrupted = [t for t in self.interrupted if t.number != trial.number]
         self._ot_trials[trial_id] = optuna.Trial(self._ot_study, trial._trial_id)
         for key, value in user_attrs.items():
@@ -125,7 +131,7 @@ class TruthfulOptunaSearch(OptunaSearch):
     ) -> None:
         if error and self.cut_short(trial_id):
             return
-        if result and self._stopped_early(trial_id):
+        if result and (self._stopped_early(trial_id) or trial_id in self._settled_stopped):
             if self.stopped_trials == "infeasible" and all(_finite(result.get(m)) for m in self.metric):
                 missing = self._epochs_missing(result.get(self._time_attr, 0))
                 self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)

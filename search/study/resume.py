@@ -90,8 +90,8 @@ def settle_searcher(searcher: Any, runs: Any, resumed: Resumed, space: SearchSpa
     journal cut back, a journal on a full disk). A trial the searcher has no record of gets an
     Optuna trial with its configuration (tag `optuna_trial` updated). Trials MLflow's record says
     ended are told as they would have been, so they do not run again; interrupted ones are
-    suggested again first, like every interrupted trial. Call it after `replay` (which trials
-    were stopped early is the scheduler's record). Returns the study's trials as they now are."""
+    suggested again first, like every interrupted trial (MLflow's record says which were stopped
+    early). Returns the study's trials as they now are."""
     study = searcher.optuna_study
     known = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
     table = resumed.table.copy()
@@ -111,7 +111,7 @@ def settle_searcher(searcher: Any, runs: Any, resumed: Resumed, space: SearchSpa
             result = {EPOCH: float(epoch) if pd.notna(epoch) else 0.0, **{m: row.get(m) for m in space.objectives}}
             failed = row["status"] == "failed"
             trial_id = row["trial_id"] if isinstance(row["trial_id"], str) and row["trial_id"] else f"settled-{trial.number}"
-            searcher.tell_ended(trial, trial_id, None if failed else result, error=failed, user_attrs={MLFLOW_RUN_ID: row["run_id"]})
+            searcher.tell_ended(trial, trial_id, None if failed else result, error=failed, stopped=row["status"] == "stopped", user_attrs={MLFLOW_RUN_ID: row["run_id"]})
     return Resumed(resumed.study_name, resumed.parent_run_id, table)
 
 
