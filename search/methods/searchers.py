@@ -248,6 +248,8 @@ def make_searcher(
         stopped_trials=stopped_trials or default_stopped_trials(space),
         max_t=space.max_epochs,
     )
+    if searcher._ot_study.metric_names is None:  # objectives by name in Optuna's own tools (optuna-dashboard)
+        searcher._ot_study.set_metric_names(list(space.objectives))
     if not resume:
         searcher._ot_study.set_user_attr(SPACE_ATTR, space.identity())
         if first_configs:

@@ -149,6 +149,7 @@ class Study:
         optuna_study = optuna.create_study(
             directions=["maximize" if self.objectives.get(m, "min") == "max" else "minimize" for m in objectives]
         )
+        optuna_study.set_metric_names(objectives)
         finished = self.trials[self.trials["status"] == "finished"]
         for _, row in finished.iterrows():
             params, present = typed_params(row, distributions)
