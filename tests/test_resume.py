@@ -328,3 +328,82 @@ def test_a_run_killed_before_its_configuration_was_written_gets_it_when_its_tria
     trial_runs.rerun[0] = (bare, 1)
     trial_runs.on_trial_start(0, [], again)
     assert runs.client.get_run(bare).data.params == run.data.params
+
+
+# A study with a real front (score against seconds, best at x >= 0.3) whose trials save a model.
+EXTENDED_SPACE = """
+import os
+
+from search.space import Float, SearchSpace
+
+
+def train(config, context):
+    os.makedirs(context.model_dir, exist_ok=True)
+    with open(os.path.join(context.model_dir, "model.txt"), "w") as model:
+        model.write(str(config["x"]))
+    report = {"epoch": 1, "score": config["x"], "seconds": (config["x"] - 0.3) ** 2, "complete": True}
+    context.report(report)
+    return report
+
+
+train.metrics = ("epoch", "score", "seconds", "complete")
+
+SPACE = SearchSpace(
+    name="extended",
+    trainable=train,
+    params={"x": Float(0.0, 1.0)},
+    objectives={"score": "max", "seconds": "min"},
+    num_samples=4,
+    max_epochs=1,
+    scheduler="none",
+    seed=0,
+)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_finished_study_is_carried_on_with_more_trials_twice(tmp_path):
+    import optuna
+    import pandas as pd
+
+    from search.methods.searchers import journal
+
+    (tmp_path / "extended.py").write_text(EXTENDED_SPACE)
+    command = [sys.executable, "-m", "search.launch", str(tmp_path / "extended.py"), "--results-dir", str(tmp_path / "results")]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    assert subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300).returncode == 0
+    # With no more trials asked for, there is nothing to carry on, and it says how to ask.
+    same = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert same.returncode == 2 and "finished with 4 trials. Ask for more (--resume --trials 6)" in same.stderr
+    experiment = client.get_experiment_by_name("extended").experiment_id
+    for total in (6, 8):
+        more = subprocess.Popen([*command, "--resume", "--trials", str(total)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # While it runs again, the study run says so.
+        seen_running, deadline = False, time.monotonic() + 300
+        while more.poll() is None and time.monotonic() < deadline and not seen_running:
+            (study,) = _trial_runs(client, experiment)[1]
+            seen_running = study.info.status == "RUNNING"
+            time.sleep(0.1)
+        out, err = more.communicate(timeout=300)
+        assert more.returncode == 0 and seen_running, out[-2000:] + err[-2000:]
+        trials, studies = _trial_runs(client, experiment)
+        # The same study run, FINISHED again, counting every trial; no configuration twice.
+        assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+        assert studies[0].data.metrics["trials_total"] == total and f"ended in" in out and f": {total} trials" in out
+        assert len(trials) == total and len({r.data.params["x"] for r in trials}) == total
+        assert all(r.info.status == "FINISHED" for r in trials)
+        # The searcher continued its own record: one Optuna trial per trial, each told once.
+        (record,) = optuna.get_all_study_summaries(journal(tmp_path / "results" / "optuna.journal"))
+        optuna_trials = optuna.load_study(study_name=record.study_name, storage=journal(tmp_path / "results" / "optuna.journal")).trials
+        assert len(optuna_trials) == total and all(t.state == optuna.trial.TrialState.COMPLETE for t in optuna_trials)
+        # The front is over every trial, and the registry's aliases follow it: each names a
+        # model of a trial on it (earlier ones keep the versions registered the first time).
+        front = pd.read_csv(client.download_artifacts(studies[0].info.run_id, "pareto.csv"))
+        on_front = set(front["trial"])
+        assert on_front == {r.info.run_name for r in trials if float(r.data.params["x"]) >= 0.3}
+        model = client.get_registered_model("extended")
+        assert {"knee", "best-score", "best-seconds"} <= set(model.aliases)
+        for alias, version in model.aliases.items():
+            assert client.get_model_version("extended", version).tags["trial"] in on_front, alias
+        best = front.loc[front["score"].idxmax(), "trial"]
+        assert client.get_model_version("extended", model.aliases["best-score"]).tags["trial"] == best

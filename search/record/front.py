@@ -222,9 +222,13 @@ def _record_parent(front: Front, runs: StudyRuns, parent_run_id: str, started_at
 
     from search.record.plots import hypervolume_plot
 
-    runs.log_params(
-        parent_run_id, {"reference_point": front.reference_point, "front_size": len(front.points)}
-    )
+    figures = {"reference_point": front.reference_point, "front_size": len(front.points)}
+    logged = runs.client.get_run(parent_run_id).data.params
+    runs.log_params(parent_run_id, {name: value for name, value in figures.items() if name not in logged})
+    # A study carried on past its end: MLflow keeps a parameter's first value; the latest goes in a tag.
+    for name, value in figures.items():
+        if name in logged and logged[name] != str(value)[:6000]:
+            runs.client.set_tag(parent_run_id, f"{name}_latest", str(value))
     if front.curve:
         runs.client.log_batch(
             parent_run_id,
@@ -404,11 +408,11 @@ def _register_front_models(
 
     uris: dict[str, str] = {}
     points = front.points
-    saved = [
-        row
-        for _, row in points.iterrows()
-        if row.get("model_dir") and Path(row["model_dir"]).is_dir() and row.get("run_id")
-    ]
+    # A study carried on past its end registered its earlier front's models then, and removed
+    # their files: those keep the versions they have.
+    earlier = {row[key]: _registered_before(row, runs, key) for _, row in points.iterrows() if row.get("run_id") and not _saved(row)}
+    uris.update({point: uri for point, uri in earlier.items() if uri})
+    saved = [row for _, row in points.iterrows() if (_saved(row) and row.get("run_id")) or row[key] in uris]
     if not saved:
         return uris
     try:
@@ -418,6 +422,8 @@ def _register_front_models(
     except MlflowException:
         pass  # registered by an earlier study of the same experiment
     for row in saved:
+        if row[key] in uris:
+            continue
         recipe = {"epoch": str(int(row["epoch"])), "recipe": row[key]} if key == RECIPE else {}
         artifact_path = f"model-epoch-{recipe['epoch']}" if recipe else "model"
         with tempfile.TemporaryDirectory() as scratch:
@@ -455,6 +461,16 @@ def _register_front_models(
     return uris
 
 
+def _saved(row: pd.Series) -> bool:
+    return bool(row.get("model_dir")) and Path(row["model_dir"]).is_dir()
+
+
+def _registered_before(row: pd.Series, runs: StudyRuns, key: str) -> str | None:
+    """The registered model of a front point an earlier end of its study registered."""
+    tag = f"registered_model_epoch_{int(row['epoch'])}" if key == RECIPE else "registered_model"
+    return runs.client.get_run(row["run_id"]).data.tags.get(tag)
+
+
 def aliases(points: pd.DataFrame, objectives: Mapping[str, str], key: str = "trial") -> dict[str, str]:
     """Registry aliases of a study's front models: `knee`, and `best-<objective>` (the front's
     best by each objective, e.g. `best-val_accuracy`), each to a point's `key` (its trial name,
@@ -471,9 +487,16 @@ def aliases(points: pd.DataFrame, objectives: Mapping[str, str], key: str = "tri
     return named
 
 
-def discard_models(models_dir: Path) -> None:
-    """Remove the study's saved models; the front ones now live in MLflow."""
-    shutil.rmtree(models_dir, ignore_errors=True)
+def discard_models(models_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove the study's saved models (the front ones now live in MLflow), but for files
+    whose names end in `keep`."""
+    if not models_dir.is_dir():
+        return
+    for path in models_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif not path.name.endswith(keep):
+            path.unlink(missing_ok=True)
 
 
 def describe(

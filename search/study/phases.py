@@ -389,7 +389,9 @@ def _finish_recipes(
 def _clear_and_summarise(study: Study, method: Method, trials: pd.DataFrame, wall_time_s: float, hypervolume: float) -> dict[int, int]:
     """The study's directories removed (its kept models are in MLflow now) and its summary
     logged; returns how many trials the scheduler stopped at each rung."""
-    front_module.discard_models(study.directory("models"))
+    # Each trial's configuration file (a few hundred bytes) stays: a study carried on past its
+    # end trains earlier front recipes again alone from them (`remeasure.retime_recipes`).
+    front_module.discard_models(study.directory("models"), keep=(remeasure.CONFIG_SUFFIX,))
     shutil.rmtree(study.directory("checkpoints"), ignore_errors=True)
     shutil.rmtree(study.directory("cache"), ignore_errors=True)
     stopped_at_rung = dict(sorted(method.scheduler.stopped_at_rung.items()))

@@ -51,14 +51,16 @@ def find_interrupted_study(runs: Any, space: SearchSpace, results_dir: Path) -> 
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not studies or studies[0].info.status == "FINISHED":
-        raise SpaceError(
-            f"Nothing to resume: the latest study of space '{space.name}' in {runs.tracking_uri} "
-            "finished (or there is none). Run it again without --resume to start a new study."
-        )
+    if not studies:
+        raise SpaceError(f"Nothing to resume: space '{space.name}' has no study in {runs.tracking_uri}. Run it without --resume to start one.")
     parent = studies[0]
     study_name = parent.info.run_name
     table = study_table(runs, parent.info.run_id, space, results_dir / "models" / study_name)
+    if parent.info.status == "FINISHED" and space.num_samples <= len(table):
+        raise SpaceError(
+            f"Nothing to resume: the latest study of space '{space.name}', {study_name}, finished with {len(table)} trials. "
+            f"Ask for more (--resume --trials {len(table) + max(1, len(table) // 2)}) to carry it on, or run without --resume to start a new study."
+        )
     return Resumed(study_name, parent.info.run_id, table)
 
 
