@@ -249,7 +249,11 @@ def make_searcher(
         max_t=space.max_epochs,
     )
     if searcher._ot_study.metric_names is None:  # objectives by name in Optuna's own tools (optuna-dashboard)
-        searcher._ot_study.set_metric_names(list(space.objectives))
+        import warnings
+
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0; its warning is noise on the terminal
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            searcher._ot_study.set_metric_names(list(space.objectives))
     if not resume:
         searcher._ot_study.set_user_attr(SPACE_ATTR, space.identity())
         if first_configs:

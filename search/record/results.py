@@ -149,7 +149,11 @@ class Study:
         optuna_study = optuna.create_study(
             directions=["maximize" if self.objectives.get(m, "min") == "max" else "minimize" for m in objectives]
         )
-        optuna_study.set_metric_names(objectives)
+        import warnings
+
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still in 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna_study.set_metric_names(objectives)
         finished = self.trials[self.trials["status"] == "finished"]
         for _, row in finished.iterrows():
             params, present = typed_params(row, distributions)
