@@ -1,25 +1,14 @@
 """The searcher's record reads in Optuna's own dashboard: objectives by name, every trial."""
 
-import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
+from tests.test_mlflow_server import _free_port
+from tests.test_mlflow_server import _get
 
 
 @pytest.mark.timeout(300)

@@ -44,7 +44,6 @@ if TYPE_CHECKING:  # a trial process imports this module (`save_config`): it sta
     from search.record.front import Remeasured
     from search.space import SearchSpace
 
-
 CONFIG_SUFFIX = ".config.json"  # beside each trial's model directory: the config it trained
 TIMEOUT_S = 600.0  # per configuration
 

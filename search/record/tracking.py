@@ -22,6 +22,7 @@ from typing import Any
 from ray import tune
 
 from search.errors import DiskFull
+from search.errors import causes
 from trainables.contract import COMPLETE
 from trainables.contract import EPOCH
 from trainables.contract import RESUMED_FROM_EPOCH
@@ -470,12 +471,12 @@ class TrialRuns(tune.Callback):
         if run_id is None:
             return
         self.ended_at[trial.trial_id] = time.time()
-        full = self.disk_full(trial.trial_id)
+        message = error_message(trial)
+        full = DiskFull.from_message(message)
         if full is not None:  # cut short, like a trial still training when a study is interrupted
             self._kill(run_id, "interrupted", f"{full}; --resume runs it again"[:500])
             self.on_disk_full(full)
             return
-        message = error_message(trial)
         self.runs.client.set_tag(run_id, "error", message[-5000:])
         path = getattr(trial, "error_file", None)
         if path and os.path.exists(path):
@@ -489,13 +490,10 @@ def server_gone(error: BaseException | None) -> str | None:
     the study stopped, and `--resume` carries it on once the server is back."""
     import re
 
-    seen: list[BaseException] = []
-    while error is not None and error not in seen and len(seen) < 20:
-        seen.append(error)
-        gone = re.search(r"API request to (https?://[^/\s]+)\S* failed with (?:timeout exception|exception|error code 50[234])", str(error))
+    for cause in causes(error):
+        gone = re.search(r"API request to (https?://[^/\s]+)\S* failed with (?:timeout exception|exception|error code 50[234])", str(cause))
         if gone:
             return gone.group(1)
-        error = error.__cause__ or error.__context__
     return None
 
 
