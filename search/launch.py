@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCHEDULERS,
         help="early stopping: mo-asha (default with several objectives), asha (on the first objective), none",
     )
+    method.add_argument(
+        "--warm-start",
+        action="append",
+        metavar="EXPERIMENT[/STUDY]",
+        help="start the searcher from the trials of earlier studies in the same MLflow store: every study of an "
+        "experiment, or one (repeatable); trials that do not fit this space are skipped and counted",
+    )
+    method.add_argument(
+        "--warm-start-front",
+        action="store_true",
+        help="with --warm-start: run the earlier fronts' configurations that fit this space first",
+    )
     budget.add_argument("--max-retries", type=int, metavar="N", help="start a failed trial again up to N times (default 0)")
     resources = parser.add_argument_group("resources")
     resources.add_argument("--max-concurrent", type=_positive_int, metavar="N", help="trials running at once")
@@ -213,7 +225,13 @@ def _resume_command(argv: list[str] | None) -> str:
     """The command that carries on the study this launch ran."""
     import shlex
 
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+    args, given = [], list(sys.argv[1:] if argv is None else argv)
+    while given:  # a resumed study keeps what it started from: no --warm-start again
+        arg = given.pop(0)
+        if arg == "--warm-start" and given:
+            given.pop(0)
+        elif arg not in ("--resume", "--warm-start-front") and not arg.startswith("--warm-start="):
+            args.append(arg)
     return "python -m search.launch " + shlex.join([*args, "--resume"])
 
 
@@ -253,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             resume=options.resume,
             address=options.address,
             remeasure_front=options.remeasure,
+            warm_start=options.warm_start,
+            warm_start_front=options.warm_start_front,
         )
     except SpaceError as error:  # e.g. --resume with nothing to resume
         print(f"error: {error}", file=sys.stderr)
@@ -345,6 +365,9 @@ def _print_fronts(result: Any, space: Any) -> None:
     if result.remeasured is not None:
         print("\n" + wrap("The front measured again alone, one configuration at a time (* = knee on those figures; the registry's aliases follow them):"))
         print(result.remeasured.describe(result.front, width=columns))
+    if result.comparison is not None:
+        print("\n" + wrap("This study beside the others of its experiment and those it started from (hypervolumes against one reference point; studies.png on the study run):"))
+        print(format_table(result.comparison.drop(columns="experiment"), rows=10, width=columns, more_in="studies.csv"))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,25 @@ def _allowed(values: Any) -> list[Any]:
     return values if isinstance(values, list) else [values]
 
 
-def _applies(when: Mapping[str, Any] | None, config: Mapping[str, Any]) -> bool:
+def _number(name: str, value: Any) -> float:
+    """A parameter value read back from a record (a number, or its text) as a float; ValueError if it is none."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={value!r} is not a finite number")
+    return number
+
+
+def _on_grid(number: float, low: float, step: float) -> bool:
+    ratio = (number - low) / step
+    return abs(ratio - round(ratio)) <= 1e-6 * max(1.0, abs(ratio))
+
+
+def applies(when: Mapping[str, Any] | None, config: Mapping[str, Any]) -> bool:
     """Whether a conditional parameter applies to `config` (the parameters suggested before it)."""
     if when is None:
         return True
@@ -92,6 +110,16 @@ class Float:
     def candidates(self) -> tuple[Any, ...]:
         return self.low, self.high
 
+    def inside(self, name: str, value: Any) -> float:
+        """`value` (a number, or its text as a record keeps it) as this domain holds it;
+        ValueError naming the rule if it is outside the range or off the `step` grid."""
+        number = _number(name, value)
+        if not self.low - 1e-12 * abs(self.low) <= number <= self.high + 1e-12 * abs(self.high):
+            raise ValueError(f"{name}={number:g} is outside [{self.low:g}, {self.high:g}]")
+        if self.step is not None and not _on_grid(number, self.low, self.step):
+            raise ValueError(f"{name}={number:g} is off the grid of step {self.step:g} from {self.low:g}")
+        return min(max(number, self.low), self.high)
+
 
 @dataclasses.dataclass(frozen=True)
 class Int:
@@ -119,6 +147,18 @@ class Int:
     def candidates(self) -> tuple[Any, ...]:
         return self.low, self.high
 
+    def inside(self, name: str, value: Any) -> int:
+        """`value` (a number, or its text) as this domain holds it; ValueError naming the rule
+        if it is not a whole number in the range on the `step` grid."""
+        number = _number(name, value)
+        if number != round(number):
+            raise ValueError(f"{name}={number:g} is not a whole number")
+        if not self.low <= number <= self.high:
+            raise ValueError(f"{name}={number:g} is outside [{self.low}, {self.high}]")
+        if not _on_grid(number, self.low, self.step):
+            raise ValueError(f"{name}={number:g} is off the grid of step {self.step} from {self.low}")
+        return int(number)
+
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
@@ -145,6 +185,29 @@ class Choice:
 
     def candidates(self) -> tuple[Any, ...]:
         return tuple(self.options)
+
+    def inside(self, name: str, value: Any) -> Any:
+        """The option `value` is (the option itself, its text as a record keeps it, or the same
+        number); ValueError if it is none of them."""
+        for option in self.options:
+            if same_value(option, value):
+                return option
+        raise ValueError(f"{name}={value!r} is not among {list(self.options)}")
+
+
+def same_value(kept: Any, value: Any) -> bool:
+    """Whether `value`, as a record gave it back (MLflow keeps text; pandas makes numbers of
+    it), is the configuration value `kept`."""
+    if kept == value and type(kept) is type(value):
+        return True
+    if isinstance(kept, bool) or isinstance(value, bool):
+        return str(kept) == str(value)
+    if isinstance(kept, (int, float)):
+        try:
+            return float(value) == float(kept)
+        except (TypeError, ValueError):
+            return False
+    return str(kept) == str(value)
 
 
 Domain = Float | Int | Choice
@@ -462,7 +525,7 @@ class SearchSpace:
         """Define-by-run space for Optuna: suggest every parameter that applies, in order (a
         conditional one only where its `when` holds), and return the constants."""
         for name, domain in self.params.items():
-            if _applies(domain.when, trial.params):
+            if applies(domain.when, trial.params):
                 domain.suggest(trial, name)
         return self.trial_constants
 
@@ -519,7 +582,7 @@ class SearchSpace:
                 continue
             when = dict(domain.when or {})
             for other in [o for o in when if o in values]:
-                if not _applies({other: when.pop(other)}, values):
+                if not applies({other: when.pop(other)}, values):
                     break
             else:
                 params[name] = dataclasses.replace(domain, when=when or None)

@@ -407,3 +407,8 @@ def test_a_finished_study_is_carried_on_with_more_trials_twice(tmp_path):
             assert client.get_model_version("extended", version).tags["trial"] in on_front, alias
         best = front.loc[front["score"].idxmax(), "trial"]
         assert client.get_model_version("extended", model.aliases["best-score"]).tags["trial"] == best
+        # What the extension gained: the study beside itself as it stood before (its front then).
+        compared = pd.read_csv(client.download_artifacts(studies[0].info.run_id, "studies.csv"))
+        name = studies[0].info.run_name
+        assert list(compared["study"]) == [name, f"{name} before ({total - 2} trials)"] and list(compared["trials"]) == [total, total - 2]
+        assert compared["hypervolume"][0] >= compared["hypervolume"][1] > 0

@@ -131,19 +131,49 @@ class TruthfulOptunaSearch(OptunaSearch):
     ) -> None:
         if error and self.cut_short(trial_id):
             return
-        if result and (self._stopped_early(trial_id) or trial_id in self._settled_stopped):
-            if self.stopped_trials == "infeasible" and all(_finite(result.get(m)) for m in self.metric):
-                missing = self._epochs_missing(result.get(self._time_attr, 0))
-                self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
-            elif self.stopped_trials == "ignored":
-                result, error = None, True  # told as FAIL
-            elif self.stopped_trials == "complete" and all(_finite(result.get(m)) for m in self.metric):
-                pass  # told as COMPLETE with its values, as OptunaSearch tells it
-            else:
-                result = None  # no values and no error: OptunaSearch tells it as PRUNED
-        elif result and not all(_finite(result.get(m)) for m in self.metric):
-            result, error = None, True  # told as FAIL
+        stopped = bool(result) and (self._stopped_early(trial_id) or trial_id in self._settled_stopped)
+        result, error, missing = self._verdict(result, error, stopped=stopped)
+        if missing is not None:
+            self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
         super().on_trial_complete(trial_id, result, error)
+
+    def _verdict(self, result: dict | None, error: bool, *, stopped: bool) -> tuple[dict | None, bool, float | None]:
+        """How an ended trial is told, as `OptunaSearch.on_trial_complete` reads it: values
+        (None: PRUNED, unless `error`: FAIL) and the `epochs_missing` constraint, if any."""
+        finite = bool(result) and all(_finite(result.get(m)) for m in self.metric)
+        if result and stopped:
+            if self.stopped_trials == "infeasible" and finite:
+                return result, error, self._epochs_missing(result.get(self._time_attr, 0))
+            if self.stopped_trials == "ignored":
+                return None, True, None  # told as FAIL
+            if self.stopped_trials == "complete" and finite:
+                return result, error, None  # told as COMPLETE with its values, as OptunaSearch tells it
+            return None, error, None  # no values and no error: OptunaSearch tells it as PRUNED
+        if result and not finite:
+            return None, True, None  # told as FAIL
+        return result, error, None
+
+    def tell_earlier(
+        self, params: dict[str, Any], distributions: dict[str, Any], result: dict[str, Any], *, stopped: bool, user_attrs: dict[str, Any]
+    ) -> str:
+        """Tell a trial an earlier study ran (`search.methods.warm_start`) as one of this
+        study's ended trials is told, `stopped` early or not: a prior observation the sampler
+        learns from, added to the Optuna study with `user_attrs`. Returns how it was told
+        ("complete", "infeasible", "pruned"; "ignored": not added, as FAIL teaches nothing)."""
+        values, error, missing = self._verdict(result, False, stopped=stopped)
+        if error:
+            return "ignored"
+        self._ot_study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE if values is not None else TrialState.PRUNED,
+                values=[float(values[m]) for m in self.metric] if values is not None else None,
+                params=params,
+                distributions=distributions,
+                user_attrs=user_attrs,
+                constraints={EPOCHS_MISSING: missing} if missing is not None else None,
+            )
+        )
+        return "pruned" if values is None else "infeasible" if missing is not None else "complete"
 
     def _epochs_missing(self, epochs: float) -> float:
         """The share of `max_t` a stopped trial did not run; above 0 even for one stopped at

@@ -102,3 +102,32 @@ def recipes_plot(recipes: pd.DataFrame, objectives: Mapping[str, str], targets: 
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def fronts_plot(fronts: pd.DataFrame, objectives: Mapping[str, str], studies: list[str], path: Path) -> Path:
+    """Several studies' fronts on one set of axes: the primary objective against each other
+    one, a staircase a study (with two objectives), the first of `studies` (the newest) boldest."""
+    plt = _pyplot()
+    primary, *others = list(objectives)
+    others = others or [primary]
+    figure, axes = plt.subplots(1, len(others), figsize=(6 * len(others), 4.5), squeeze=False)
+    for axis, other in zip(axes[0], others):
+        for order, study in reversed(list(enumerate(studies))):
+            points = fronts[fronts["study"] == study]
+            if points.empty or other not in points or primary not in points:
+                continue
+            line = points.sort_values(other)
+            width, size = (2.2, 50) if order == 0 else (1.0, 20)
+            color = f"C{order % 10}"
+            if len(objectives) == 2:
+                axis.plot(line[other], line[primary], drawstyle="steps-post", color=color, linewidth=width, alpha=0.8)
+            axis.scatter(line[other], line[primary], s=size, color=color, label=f"{study} ({len(points)})", zorder=3 + (order == 0))
+        axis.set_xlabel(f"{other} ({objectives[other]})")
+        axis.set_ylabel(f"{primary} ({objectives[primary]})")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right", title="study (front points)", title_fontsize=7)
+    figure.suptitle("Fronts of several studies")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

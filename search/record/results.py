@@ -19,10 +19,14 @@ import ast
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from search.errors import SpaceError
+from search.methods.warm_start import EarlierStudy
+from search.methods.warm_start import EarlierTrial
 from search.space import typed_params
 from search.record.tracking import default_tracking_uri
 from search.record.tracking import ui_links
@@ -272,6 +276,17 @@ def open_experiment(
     Without `tracking_uri`, the sqlite store in `results_dir` must exist: opening a missing one
     would create an empty store in its place.
     """
+    client, uri = store(tracking_uri, results_dir)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments()]
+        raise ValueError(f"No experiment {experiment!r} in {uri}; found {names}.")
+    return client, found.experiment_id, uri
+
+
+def store(tracking_uri: str | None, results_dir: str | Path) -> tuple[MlflowClient, str]:
+    """A client of the MLflow store and its URI; `ValueError` if the default store is missing
+    (opening it would create an empty one in its place)."""
     from mlflow import MlflowClient
 
     if tracking_uri is None and not (Path(results_dir) / "mlflow.db").is_file():
@@ -280,12 +295,7 @@ def open_experiment(
             "directory or its tracking URI."
         )
     uri = tracking_uri or default_tracking_uri(Path(results_dir))
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = [e.name for e in client.search_experiments()]
-        raise ValueError(f"No experiment {experiment!r} in {uri}; found {names}.")
-    return client, found.experiment_id, uri
+    return MlflowClient(uri), uri
 
 
 def load_study(
@@ -316,17 +326,86 @@ def load_study(
         studies = [run for run in studies if study in (run.info.run_name, run.info.run_id)]
         if not studies:
             raise ValueError(f"No study {study!r} in experiment {experiment!r}.")
-    parent = studies[0]
-    objectives = ast.literal_eval(parent.data.params.get("objectives", "{}"))
-    trials = trials_frame(client, experiment_id, parent.info.run_id)
+    return _study(client, experiment, studies[0], uri)
+
+
+def _study(client: MlflowClient, experiment: str, parent: Any, uri: str) -> Study:
+    """The `Study` of a study run."""
     return Study(
         experiment=experiment,
         name=parent.info.run_name,
         run_id=parent.info.run_id,
         tracking_uri=uri,
-        objectives=objectives,
+        objectives=ast.literal_eval(parent.data.params.get("objectives", "{}")),
         settings=dict(parent.data.params),
         metrics=dict(parent.data.metrics),
-        trials=trials,
+        trials=trials_frame(client, parent.info.experiment_id, parent.info.run_id),
         client=client,
     )
+
+
+def studies_of(client: MlflowClient, sources: list[str], uri: str) -> list[Study]:
+    """The studies `sources` name, each once, in the order named (an experiment's newest first):
+    a source is an experiment or "EXPERIMENT/STUDY", as `--warm-start` takes them."""
+    named = _named_study_runs(client, sources, lambda source, error: ValueError(f"Cannot compare {source!r}: {error}"))
+    return [_study(client, experiment, run, uri) for experiment, run in named]
+
+
+def _named_study_runs(client: MlflowClient, sources: list[str], failure: Callable[[str, ValueError], Exception]) -> list[tuple[str, Any]]:
+    """(experiment, study run) of each study `sources` name, each once, in the order named;
+    `failure(source, error)` is raised for a source not found."""
+    found: dict[str, tuple[str, Any]] = {}
+    for source in sources:
+        try:
+            experiment, runs = _study_runs(client, source)
+        except ValueError as error:
+            raise failure(source, error) from None
+        for run in runs:
+            found.setdefault(run.info.run_id, (experiment, run))
+    return list(found.values())
+
+
+def earlier_studies(client: MlflowClient, sources: list[str]) -> list[EarlierStudy]:
+    """The studies a warm start names, each once, with every trial: a source is an experiment
+    (all its studies, newest first) or "EXPERIMENT/STUDY" (the study run's name or id).
+    `SpaceError` naming what exists if a source is not found."""
+    found = []
+    for experiment, run in _named_study_runs(client, sources, lambda source, error: SpaceError(f"Cannot warm-start from {source!r}: {error}")):
+        trial_runs = client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=10000
+        )
+        trials = tuple(
+            EarlierTrial(
+                trial=trial.info.run_name or trial.info.run_id,
+                status=_status(trial),
+                config=dict(trial.data.params),
+                metrics=dict(trial.data.metrics),
+                on_front=trial.data.tags.get("on_front") == "true",
+                knee=trial.data.tags.get("knee") == "true",
+            )
+            for trial in sorted(trial_runs, key=lambda r: r.info.run_name or "")
+        )
+        found.append(EarlierStudy(f"{experiment}/{run.info.run_name}", run.data.tags.get("trainable"), trials))
+    return found
+
+
+def _study_runs(client: MlflowClient, source: str) -> tuple[str, list[Any]]:
+    """The experiment a source names and its study runs (newest first); ValueError saying what
+    exists if there is none."""
+    experiment, study = source, None
+    found = client.get_experiment_by_name(source)
+    if found is None and "/" in source:
+        experiment, study = source.rsplit("/", 1)
+        found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ValueError(f"no experiment {experiment!r} in the MLflow store; experiments are {names}.")
+    runs = client.search_runs([found.experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    if study is not None:
+        names = [run.info.run_name for run in runs]
+        runs = [run for run in runs if study in (run.info.run_name, run.info.run_id)]
+        if not runs:
+            raise ValueError(f"no study {study!r} in experiment {experiment!r}; its studies are {names}.")
+    if not runs:
+        raise ValueError(f"experiment {experiment!r} holds no study yet.")
+    return experiment, runs

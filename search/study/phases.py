@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import logging
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +45,7 @@ from search.methods.searchers import make_searcher
 from search.methods import pareto
 from search.methods import recipes as recipe_module
 from search.methods.searchers import variant_generator
+from search.methods.warm_start import trainable_name
 from search.record import front as front_module
 from search.record.progress import ProgressLines
 from search.record.repair import repair_journal
@@ -62,6 +64,7 @@ from trainables.contract import epoch_model_dir
 if TYPE_CHECKING:
     from search.record.front import Front
     from search.record.front import Remeasured
+    from search.methods.warm_start import WarmStart
     from search.record.tracking import StudyRuns
     from search.study.ending import StudyEnding
 
@@ -79,6 +82,7 @@ class Study:
     runs: StudyRuns
     resumed: resuming.Resumed | None = None
     parent_run_id: str = ""
+    comparison: pd.DataFrame | None = None  # beside the experiment's other studies (`_compare`)
 
     def directory(self, kind: str) -> Path:
         """Where the study keeps `kind` ("models", "checkpoints", "cache"): its own subdirectory."""
@@ -94,6 +98,7 @@ class Method:
     search_alg: Any  # what Tune asks for configurations
     param_space: dict[str, Any]  # Ray's own space (variant generator only)
     searcher_name: str  # the space's searcher, or the class of the sampler passed
+    warm_start: WarmStart | None = None  # what earlier studies told the searcher
 
     def stopped_early(self, trial_id: str) -> bool:
         return trial_id in self.scheduler.stopped_early
@@ -132,6 +137,7 @@ def open_record_in_background(tracking_uri: str, experiment: str, results_dir: P
 def _open_study_runs(tracking_uri: str, experiment: str, artifact_root: Path) -> StudyRuns:
     import mlflow  # its import configures its loggers; quieten them afterwards
 
+    from search.methods.warm_start import WarmStart
     from search.record.tracking import StudyRuns
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
@@ -203,9 +209,12 @@ def make_method(
     scheduler: str | TrialScheduler | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
     first_configs: list[dict[str, Any]] | None = None,
+    warm_start: list[str] | None = None,
+    warm_start_front: bool = False,
 ) -> Method:
     """The study's scheduler (`scheduler`, else the space's) and searcher (an Optuna searcher
-    with `sampler`, else the space's; or Ray's variant generator)."""
+    with `sampler`, else the space's; or Ray's variant generator), told first what the
+    `warm_start` studies ran (`search.methods.warm_start`)."""
     space = study.space
     if scheduler is None or isinstance(scheduler, str):
         scheduler = make_scheduler(
@@ -244,7 +253,22 @@ def make_method(
         sampler=sampler,
     )
     name = type(sampler).__name__ if sampler is not None else space.searcher
-    return Method(scheduler, searcher, ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent), {}, name)
+    warm = _warm_start(study, searcher, warm_start, warm_start_front, own_start_up=sampler is None) if warm_start else None
+    return Method(scheduler, searcher, ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent), {}, name, warm)
+
+
+def _warm_start(study: Study, searcher: Any, sources: list[str], front_first: bool, *, own_start_up: bool) -> WarmStart:
+    """Tell the new searcher the earlier studies' trials that fit its space; with `front_first`
+    their front configurations run first. Says on the terminal what was told and skipped."""
+    from search.methods import warm_start
+    from search.record.results import earlier_studies
+
+    earlier = earlier_studies(study.runs.client, sources)
+    warm = warm_start.tell(searcher, study.space, earlier, front_first=front_first, own_start_up=own_start_up)
+    if warm.first:
+        searcher.enqueue(warm.first, study.space)
+    print(wrap(warm.summary()), flush=True)
+    return warm
 
 
 def begin(study: Study, method: Method, space_file: Path | None) -> TrialRuns:
@@ -396,6 +420,7 @@ def _clear_and_summarise(study: Study, method: Method, trials: pd.DataFrame, wal
     shutil.rmtree(study.directory("cache"), ignore_errors=True)
     stopped_at_rung = dict(sorted(method.scheduler.stopped_at_rung.items()))
     _log_study_summary(study, trials, wall_time_s, stopped_at_rung, hypervolume)
+    study.comparison = _compare(study, method)
     capped = sum(getattr(method.scheduler, "capped_at", {}).values())
     if capped:  # of the stops above, those capping made (their later recipes were all dominated)
         study.runs.log_metrics(study.parent_run_id, {"trials_capped": float(capped)})
@@ -475,12 +500,50 @@ def _start_study_run(study: Study, method: Method, space_file: Path | None) -> s
                 )
             },
         },
-        tags={"study": study.name, "space": space.name, "role": "study"},
+        tags={"study": study.name, "space": space.name, "role": "study", "trainable": trainable_name(space), **_warm_start_tags(method.warm_start)},
     )
     runs.client.log_text(parent_run_id, search_space, "search_space.json")
+    if method.warm_start is not None:
+        runs.client.log_text(parent_run_id, method.warm_start.table().to_csv(index=False), "warm_start.csv")
     if space_file is not None:
         runs.client.log_artifact(parent_run_id, str(space_file))
     return parent_run_id
+
+
+def _compare(study: Study, method: Method) -> pd.DataFrame | None:
+    """This study beside the other studies of its experiment, those it started from and (carried
+    on) itself as it stood before this launch (`search.record.compare`), logged on its run as
+    `studies.csv` and `studies.png`; None when there is no other."""
+    from search.record.compare import Comparison
+    from search.record.results import studies_of
+
+    runs = study.runs
+    experiment = runs.client.get_experiment(runs.experiment_id).name
+    sources = [experiment, *(method.warm_start.sources if method.warm_start else [])]
+    studies = studies_of(runs.client, sources, runs.tracking_uri)
+    ended_before = set(study.resumed.ended["trial"]) if study.resumed is not None else set()
+    if len(studies) < 2 and not ended_before:
+        return None
+    studies.sort(key=lambda other: other.run_id != study.parent_run_id)  # this study first
+    comparison = Comparison.of(studies, before={study.name: ended_before} if ended_before else None)
+    with tempfile.TemporaryDirectory() as scratch:
+        comparison.table.to_csv(Path(scratch) / "studies.csv", index=False)
+        comparison.plot(Path(scratch) / "studies.png")
+        for name in ("studies.csv", "studies.png"):
+            runs.client.log_artifact(study.parent_run_id, str(Path(scratch) / name))
+    return comparison.table
+
+
+def _warm_start_tags(warm: WarmStart | None) -> dict[str, str]:
+    """What a study started from, on its run: the earlier studies and how many trials each way."""
+    if warm is None:
+        return {}
+    return {
+        "warm_start": ", ".join(warm.sources),
+        "warm_start_told": str(warm.told),
+        "warm_start_skipped": str(warm.skipped),
+        "warm_start_first": str(len(warm.first)),
+    }
 
 
 def _log_study_summary(study: Study, table: pd.DataFrame, wall_time_s: float, stopped_at_rung: dict[int, int], hypervolume: float) -> None:

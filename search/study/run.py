@@ -45,6 +45,7 @@ class StudyResult:
     table: pd.DataFrame | None = None  # one row per trial when the front is over recipes
     experiment_id: str = ""
     targets: pd.DataFrame | None = None  # the fastest recipe per target (front over recipes)
+    comparison: pd.DataFrame | None = None  # beside the other studies of its experiment and its warm start's
 
     @property
     def trials(self) -> pd.DataFrame:
@@ -71,6 +72,8 @@ def run_study(
     remeasure_front: bool = True,
     scheduler: str | TrialScheduler | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    warm_start: list[str] | None = None,
+    warm_start_front: bool = False,
 ) -> StudyResult:
     """Run the study `space` describes and record it in MLflow.
 
@@ -102,6 +105,12 @@ def run_study(
             without a metric decides on the first rung objective;
             `search.methods.schedulers.recording` makes it keep the record of whom it stopped).
         sampler: an Optuna sampler object that replaces the space's searcher, used as given.
+        warm_start: earlier studies whose trials the searcher learns from before it suggests
+            anything: experiment names (every study of it) or "EXPERIMENT/STUDY", in the same
+            MLflow store. Only trials that fit the space and measured every objective are told
+            (`search.methods.warm_start`); the rest are skipped and counted in the study run's
+            tags and `warm_start.csv`.
+        warm_start_front: also run the earlier fronts' fitting configurations first.
 
     Raises:
         StudyInterrupted: on Ctrl-C or SIGTERM, after marking the cut-off trials KILLED.
@@ -114,6 +123,7 @@ def run_study(
 
     if resume and space.searcher == "variant" and sampler is None:
         raise SpaceError("searcher 'variant' cannot resume a study (Ray keeps no history of it); use an Optuna searcher.")
+    _check_warm_start(space, warm_start, warm_start_front, resume=resume, sampler=sampler)
     phases.quiet_loggers(verbose)
     results_dir = Path(results_dir).resolve()
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +133,7 @@ def run_study(
     # The study held by this launcher alone (`search.study.lock`) until it returns.
     study, lease = phases.claim_study(opening, space, results_dir, tracking_uri, address, resume)
     with lease:
-        method = phases.make_method(study, scheduler, sampler, first_configs)
+        method = phases.make_method(study, scheduler, sampler, first_configs, warm_start, warm_start_front)
         trial_runs = phases.begin(study, method, space_file)
         # From here every way out (success, an exception in any phase, Ctrl-C, SIGTERM) ends the
         # study run and the runs of trials still training with a true status.
@@ -149,4 +159,20 @@ def run_study(
         table=outcome.trials,
         targets=outcome.targets,
         experiment_id=study.runs.experiment_id,
+        comparison=study.comparison,
     )
+
+
+def _check_warm_start(space: SearchSpace, sources: list[str] | None, front_first: bool, *, resume: bool, sampler: Any) -> None:
+    """A warm start starts a new study with an Optuna searcher."""
+    if front_first and not sources:
+        raise SpaceError("Trying the earlier fronts first needs the studies to start from (--warm-start EXPERIMENT[/STUDY]).")
+    if not sources:
+        return
+    if resume:
+        raise SpaceError(
+            "--warm-start starts a new study; a resumed study keeps what its searcher was told when it started. "
+            "Leave out --resume, or --warm-start."
+        )
+    if space.searcher == "variant" and sampler is None:
+        raise SpaceError("searcher 'variant' (Ray's random search) learns nothing from earlier trials; warm-start an Optuna searcher (tpe, gp, nsga2).")
