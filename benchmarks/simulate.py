@@ -9,11 +9,13 @@ run's). Written to `benchmarks/results/simulated.json`, with one PNG of anytime 
 
     python -m benchmarks.simulate [--seeds 20] [--benchmarks mnist-curves nasbench201-cifar10]
     python -m benchmarks.simulate --experiment stopped-trials   # what Optuna is told (README)
+    python -m benchmarks.simulate --experiment warm-start --benchmarks mnist-recipes ...   # --warm-start
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
@@ -143,6 +145,30 @@ DESCRIPTION.update(
         "gp-moasha-capping": "GP (logEHVI) + MO-ASHA + capping",
     }
 )
+# Warm start (`--warm-start`, `search.methods.warm_start`): a study whose first two ranges are
+# shifted (the upper 70% of each, on its own scale: on MNIST the learning rate and the batch
+# size) starts cold, or from an earlier study of the same table on the lower 70% of them (its own
+# seed, the default method, the same budget), or from it with the earlier front's
+# configurations run first, or with the told trials counted towards TPE's random start-up
+# (Optuna's own rule; the product adds them to it). Scored against the cold start's final
+# hypervolume.
+TARGET_WINDOW, EARLIER_WINDOW, SHIFTED = (0.3, 1.0), (0.0, 0.7), 2
+WARM_START_ARMS = {
+    "cold": {"searcher": "tpe", "scheduler": "mo-asha", "window": TARGET_WINDOW},
+    "warm": {"searcher": "tpe", "scheduler": "mo-asha", "window": TARGET_WINDOW, "warm_from": EARLIER_WINDOW},
+    "warm-front": {"searcher": "tpe", "scheduler": "mo-asha", "window": TARGET_WINDOW, "warm_from": EARLIER_WINDOW, "front_first": True},
+    # The told trials counted towards TPE's random start-up (Optuna's own rule) instead of added to it.
+    "warm-shared-start-up": {"searcher": "tpe", "scheduler": "mo-asha", "window": TARGET_WINDOW, "warm_from": EARLIER_WINDOW, "shared_start_up": True},
+    "random": {"searcher": "random", "scheduler": "none", "capping": False, "window": TARGET_WINDOW},
+}
+DESCRIPTION.update(
+    {
+        "cold": "TPE + MO-ASHA, cold start (the default)",
+        "warm": "TPE + MO-ASHA, warm-started from a study on a shifted space (the product's warm start)",
+        "warm-front": "the same, the earlier front's configurations run first",
+        "warm-shared-start-up": "the same, told trials counted towards TPE's start-up",
+    }
+)
 # Experiment -> (its arms, the stem of its result files). Each experiment also runs random search.
 EXPERIMENTS = {
     "arms": (ARMS, "simulated"),
@@ -151,6 +177,7 @@ EXPERIMENTS = {
     "rungs": (RUNG_ARMS, "simulated_rungs"),
     "recipes": (RECIPE_ARMS, "simulated_recipes"),
     "capping": (CAPPING_ARMS, "simulated_capping"),
+    "warm-start": (WARM_START_ARMS, "simulated_warm_start"),
 }
 BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")  # "mnist-recipes": the MNIST table over recipes
 
@@ -180,6 +207,8 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
     from benchmarks.simulator import SyneTunePolicy
 
     space = bench.space.replace(seed=seed)
+    if arm.get("window"):
+        space = window(space, *arm["window"])
     if arm.get("peer"):
         return SyneTunePolicy(space, seed)
     changes = {k: v for k, v in arm.items() if k in ("searcher", "scheduler", "grace_period", "reduction_factor", "capping")}
@@ -192,7 +221,60 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
         stopped_trials=arm.get("stopped_trials"),
         sampler_options=arm.get("sampler_options"),
         capping_options=arm.get("capping_options"),
+        earlier=[earlier_study(bench, arm["warm_from"], seed)] if arm.get("warm_from") else None,
+        front_first=bool(arm.get("front_first")),
+        own_start_up=not arm.get("shared_start_up"),
     )
+
+
+def earlier_study(bench: Any, shift: tuple[float, float], seed: int) -> Any:
+    """An earlier study of the same table on the `shift` window of its space: the default
+    method, its own seed, the table's budget (`benchmarks.simulator.earlier_study`)."""
+    from benchmarks import simulator
+
+    space = window(bench.space.replace(seed=seed + 10_000), *shift)
+    table = _Windowed(bench, space)
+    return simulator.earlier_study(table, simulator.simulate(table, simulator.ProductPolicy(space)))
+
+
+class _Windowed:
+    """A table searched through another space (a window of its own)."""
+
+    def __init__(self, bench: Any, space: Any) -> None:
+        self._bench, self.space = bench, space
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bench, name)
+
+
+def window(space: Any, low: float, high: float, shifted: int = SHIFTED) -> Any:
+    """`space` with its first `shifted` searched ranges cut to the share [low, high] of each, on
+    its own scale (log ranges on the log scale; an `Int` or stepped `Float` on its grid; a
+    `Choice` keeps the options in that share of its list, at least two)."""
+    from search.space import Choice
+    from search.space import Float
+
+    params = dict(space.params)
+    for name, domain in list(space.params.items())[:shifted]:
+        if isinstance(domain, Choice):
+            n = len(domain.options)
+            kept = [o for k, o in enumerate(domain.options) if low - 1e-9 <= (k / (n - 1) if n > 1 else 0) <= high + 1e-9]
+            params[name] = dataclasses.replace(domain, options=kept if len(kept) >= 2 else list(domain.options)[:2])
+            continue
+        to_unit = (lambda v: math.log(v)) if domain.log else (lambda v: float(v))
+        from_unit = (lambda u: math.exp(u)) if domain.log else (lambda u: u)
+        a, b = to_unit(domain.low), to_unit(domain.high)
+        lo, hi = from_unit(a + low * (b - a)), from_unit(a + high * (b - a))
+        step = domain.step if not isinstance(domain, Float) or domain.step is not None else None
+        if step is not None:
+            lo = domain.low + math.ceil((lo - domain.low) / step - 1e-9) * step
+            hi = domain.low + math.floor((hi - domain.low) / step + 1e-9) * step
+        if not isinstance(domain, Float):
+            lo, hi = int(round(lo)), int(round(hi))
+        else:
+            lo, hi = float(f"{lo:.12g}"), float(f"{hi:.12g}")
+        params[name] = dataclasses.replace(domain, low=lo, high=hi) if lo < hi else domain
+    return space.replace(params=params)
 
 
 def run_one(job: tuple[str, str, dict[str, Any], int]) -> dict[str, Any]:
@@ -292,6 +374,7 @@ def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: lis
     curves = {arm: np.array([r["curve"] for r in runs if r["arm"] == arm]) for arm in arms}
     random_arm = "random" if "random" in arms else arms[0]
     random_final = curves[random_arm][:, -1].mean()
+    default_final = curves[arms[0]][:, -1].mean()
     summary: dict[str, Any] = {
         "third_party": bench.third_party,
         "source": bench.source,
@@ -312,6 +395,7 @@ def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: lis
         regret = true_hv - curve[:, -1]
         mean = curve.mean(axis=0)
         reached = np.flatnonzero(mean >= random_final - 1e-12)
+        reached_default = np.flatnonzero(mean >= default_final - 1e-12)
         mine = [r for r in runs if r["arm"] == arm]
         summary["arms"][arm] = {
             "description": DESCRIPTION.get(arm, arm),
@@ -320,6 +404,7 @@ def summarise(name: str, runs: list[dict[str, Any]], arms: list[str], seeds: lis
             "hv_at_budget_mean": float(curve[:, -1].mean()),
             "hv_at_third_mean": float(curve[:, GRID // 3].mean()),
             "time_to_random_final_hv_s": float(times[reached[0]]) if len(reached) else None,
+            "time_to_default_final_hv_s": float(times[reached_default[0]]) if len(reached_default) else None,
             "trials_mean": float(np.mean([r["trials"] for r in mine])),
             "finished_mean": float(np.mean([r["finished"] for r in mine])),
             "stopped_mean": float(np.mean([r["stopped"] for r in mine])),
@@ -366,18 +451,23 @@ def plot(name: str, runs: list[dict[str, Any]], summary: dict[str, Any], out: Pa
 def table(results: dict[str, Any]) -> str:
     lines = []
     for name, summary in results["benchmarks"].items():
+        first = summary["arms"][summary["default_arm"]]["description"]
         lines += [
             f"### {name} ({summary['seeds']} seeds, budget {summary['budget_s'] / 3600:.2f} h simulated, {summary['workers']} workers)",
             "",
             f"Source: {summary['source']}. True front hypervolume {summary['true_front_hv']:.4f}."
             + (f" The oracle (only the true front's recipes, trained once) takes {summary['oracle_s'] / summary['budget_s']:.0%} of the budget." if "oracle_s" in summary else ""),
             "",
-            "| arm | HV regret at budget (mean ± SE) | HV at 1/3 budget | HV at budget | time to random's final HV | trials (finished / stopped, capped) |",
-            "|---|---|---|---|---|---|",
+            "| arm | HV regret at budget (mean ± SE) | HV at 1/3 budget | HV at budget | time to random's final HV |"
+            + (f" time to {first}'s final HV |" if results.get("reach_default") else "")
+            + " trials (finished / stopped, capped) |",
+            "|---|---|---|---|---|---|" + ("---|" if results.get("reach_default") else ""),
         ]
         for arm, row in summary["arms"].items():
-            reach = row["time_to_random_final_hv_s"]
-            reach_text = f"{reach / summary['budget_s']:.0%} of budget" if reach is not None else "never"
+            reach_text = " | ".join(
+                f"{row[key] / summary['budget_s']:.0%} of budget" if row[key] is not None else "never"
+                for key in ("time_to_random_final_hv_s", *(("time_to_default_final_hv_s",) if results.get("reach_default") else ()))
+            )
             lines.append(
                 f"| {row['description']} | {row['hv_regret_mean']:.4f} ± {row['hv_regret_se']:.4f} | "
                 f"{row['hv_at_third_mean']:.4f} | {row['hv_at_budget_mean']:.4f} | {reach_text} | "
@@ -435,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     experiment, stem = EXPERIMENTS[options.experiment]
-    experiment = experiment | {"random": ARMS["random"]}
+    experiment = experiment if "random" in experiment else experiment | {"random": ARMS["random"]}
     unknown = set(options.arms or ()) - set(experiment)
     if unknown:
         parser.error(f"unknown arms {sorted(unknown)} for --experiment {options.experiment}; choose from {list(experiment)}")
@@ -444,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         normalisation(name)  # load the table and its true front before forking
     seeds = list(range(options.first_seed, options.first_seed + options.seeds))
     results, runs = run(options.benchmarks, arms, seeds, options.processes)
+    results["reach_default"] = options.experiment == "warm-start"  # the gain over a cold start
     results["machine"] = f"{os.cpu_count()} CPUs; simulated clock, so the numbers do not depend on the machine"
     results["date"] = time.strftime("%Y-%m-%d")
     options.out.mkdir(parents=True, exist_ok=True)

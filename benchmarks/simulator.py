@@ -11,6 +11,8 @@ simulated workers. Every decision comes from the policy:
   scheduler's `on_trial_result` decides first, the searcher hears the result only if the trial
   goes on, and when a trial ends (stopped, or its last epoch) the scheduler's and the searcher's
   `on_trial_complete` get its last result.
+  With `earlier` studies it is warm-started as `--warm-start` starts it
+  (`search.methods.warm_start.tell`; `earlier_study` makes one of a simulated study).
 - `SyneTunePolicy` runs Syne Tune's own `MOASHA` (random suggestions, its multi-objective
   successive halving) through the same loop, on the same table and workers: the peer.
 
@@ -137,9 +139,13 @@ class ProductPolicy:
         stopped_trials: str | None = None,
         sampler_options: dict[str, Any] | None = None,
         capping_options: dict[str, Any] | None = None,
+        earlier: list[Any] | None = None,
+        front_first: bool = False,
+        own_start_up: bool = True,
     ) -> None:
         from ray.tune.search import ConcurrencyLimiter
 
+        from search.methods import warm_start
         from search.methods.schedulers import make_scheduler
         from search.methods.searchers import make_searcher
 
@@ -152,15 +158,12 @@ class ProductPolicy:
             capping=(capping_options or {}) if space.uses_capping else None,
         )
         stopped_early = self.scheduler.stopped_early.__contains__
-        self.searcher = ConcurrencyLimiter(
-            make_searcher(
-                space,
-                stopped_early,
-                stopped_trials=stopped_trials,
-                sampler_options=sampler_options,
-            ),
-            max_concurrent=space.max_concurrent,
-        )
+        searcher = make_searcher(space, stopped_early, stopped_trials=stopped_trials, sampler_options=sampler_options)
+        if earlier:  # a warm start, as `search.study.phases.make_method` makes one (`earlier`: EarlierStudy)
+            self.warm = warm_start.tell(searcher, space, earlier, front_first=front_first, own_start_up=own_start_up)
+            if self.warm.first:
+                searcher.enqueue(self.warm.first, space)
+        self.searcher = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
         self.trials: dict[int, Any] = {}
 
     def suggest(self, trial_id: int) -> dict[str, Any] | None:
@@ -278,3 +281,32 @@ def anytime_hypervolume(
             previous_count = count
         values[k] = previous
     return values
+
+
+def earlier_study(problem: Problem, ended: list[Ended], name: str = "earlier") -> Any:
+    """A simulated study as the record gives an earlier study to a warm start
+    (`search.methods.warm_start.EarlierStudy`): each ended trial with its configuration, its
+    last report and whether it holds a point of the study's front (over recipes: any epoch)."""
+    from search.methods import pareto
+    from search.methods.warm_start import EarlierStudy
+    from search.methods.warm_start import EarlierTrial
+    from search.methods.warm_start import trainable_name
+
+    space = problem.space
+    points = []  # (trial index, report) of every point the study's front is over
+    for index, trial in enumerate(ended):
+        if space.front == "recipes":
+            points += [(index, report) for report in problem.curve(trial.config).reports[: trial.epochs]]
+        elif trial.status == "finished":
+            points.append((index, trial.result))
+    on_front, knee = set(), None
+    if points:
+        loss = pareto.losses([report for _, report in points], space.objectives)
+        front = np.flatnonzero(pareto.nondominated_ranks(loss) == 0)
+        on_front = {points[k][0] for k in front}
+        knee = points[front[pareto.knee_index(loss[front])]][0]
+    trials = tuple(
+        EarlierTrial(f"trial-{trial.trial_id:03d}", trial.status, dict(trial.config), dict(trial.result), index in on_front, index == knee)
+        for index, trial in enumerate(ended)
+    )
+    return EarlierStudy(name, trainable_name(space), trials)

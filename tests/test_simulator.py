@@ -179,3 +179,26 @@ def test_a_real_run_is_replayed_on_the_table_it_is_compared_with():
     # The replay scores the configurations with the table's values, not the run's slower times.
     assert replayed["table_replay_hv"] == pytest.approx(own)
     assert replayed["epoch_time_vs_table"] == pytest.approx(1.5)
+
+
+def test_the_warm_start_benchmark_starts_a_shifted_study_from_an_earlier_one(tmp_path):
+    from benchmarks import simulate as benchmark
+
+    table = benchmark.problem("mnist-recipes")
+    new, earlier = benchmark.window(table.space, *benchmark.TARGET_WINDOW), benchmark.window(table.space, *benchmark.EARLIER_WINDOW)
+    # The first two ranges are shifted (the log-scale learning rate, the batch size's options);
+    # the windows overlap, and the rest of the space is the table's.
+    rate = table.space.params["learning_rate"]
+    assert rate.low == earlier.params["learning_rate"].low < new.params["learning_rate"].low < earlier.params["learning_rate"].high < new.params["learning_rate"].high == pytest.approx(rate.high)
+    assert new.params["batch_size"].options == [64, 128, 256] and earlier.params["batch_size"].options == [32, 64, 128]
+    assert {k: v for k, v in new.params.items() if k not in ("learning_rate", "batch_size")} == {k: v for k, v in table.space.params.items() if k not in ("learning_rate", "batch_size")}
+    # A warm-started policy was told the earlier study's trials that fit, and skipped the others.
+    policy = benchmark.policy_for(table, benchmark.WARM_START_ARMS["warm"], seed=0)
+    assert policy.warm.told > 0 and policy.warm.skipped > 0
+    assert {row["skipped"] for row in policy.warm.rows} <= {"", "outside the space"}
+    benchmark.main(["--experiment", "warm-start", "--benchmarks", "mnist-recipes", "--seeds", "1",
+                    "--arms", "cold", "warm", "--processes", "1", "--out", str(tmp_path)])  # fmt: skip
+    # Each arm is timed against the cold start's final hypervolume, and the table says so.
+    arms = json.loads((tmp_path / "simulated_warm_start.json").read_text())["benchmarks"]["mnist-recipes"]["arms"]
+    assert set(arms) == {"cold", "warm"} and arms["cold"]["time_to_default_final_hv_s"] is not None
+    assert "cold start (the default)'s final HV" in (tmp_path / "simulated_warm_start.md").read_text()
