@@ -156,6 +156,19 @@ def test_the_searcher_explores_the_new_space_first_then_suggests_from_everything
     assert all(abs(rate - 0.8) < 0.25 for rate in suggested), suggested
 
 
+def test_a_warm_started_study_resumed_keeps_its_own_start_up(tmp_path):
+    from search.methods.searchers import journal
+
+    storage = journal(tmp_path / "optuna.journal")
+    first = make_searcher(SPACE, lambda trial_id: False, storage=storage, study_name="new-1")
+    warm_start.tell(first, SPACE, [EARLIER])
+    resumed = make_searcher(SPACE, lambda trial_id: False, storage=storage, study_name="new-1", resume=True)
+    warm_start.keep_own_start_up(resumed, SPACE)
+    # The sampler made anew on resume still adds the 3 told trials to TPE's 10 random ones
+    # (Optuna keeps the start-up count in the sampler, which a resume rebuilds).
+    assert resumed.optuna_study.sampler._n_startup_trials == 13 and resumed.seed != first.seed
+
+
 # Two spaces of one pure-Python trainable: the earlier searched x in [0, 0.6] with y fixed at
 # 0.5; the new one searches x in [0.35, 1] and y too. Score against seconds: every x >= 0.3 is
 # on the front.

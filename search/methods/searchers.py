@@ -83,6 +83,7 @@ class TruthfulOptunaSearch(OptunaSearch):
         # not told, so they stay RUNNING in the record and run again on resume.
         self.cut_short: Callable[[str], bool] = lambda trial_id: False
         self._settled_stopped: set[str] = set()  # trials `tell_ended` told as stopped early
+        self.seed: int | None = None  # the seed `make_searcher` gave its sampler
         # Trials of the Optuna study an interruption left RUNNING, to be suggested again first.
         self.interrupted: list[optuna.trial.FrozenTrial] = [
             t for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -278,6 +279,7 @@ def make_searcher(
         stopped_trials=stopped_trials or default_stopped_trials(space),
         max_t=space.max_epochs,
     )
+    searcher.seed = seed  # what its sampler was seeded with (a sampler made anew takes it: `warm_start`)
     if searcher._ot_study.metric_names is None:  # objectives by name in Optuna's own tools (optuna-dashboard)
         import warnings
 

@@ -94,11 +94,6 @@ class WarmStart:
         return sum(1 for row in self.rows if row["told_as"])
 
     @property
-    def added(self) -> int:
-        """Told trials now in the searcher's Optuna study (an "ignored" one is not)."""
-        return sum(1 for row in self.rows if row["told_as"] in ("complete", "infeasible", "pruned"))
-
-    @property
     def skipped(self) -> int:
         return len(self.rows) - self.told
 
@@ -209,11 +204,8 @@ def tell(
                 if trial.on_front:
                     front.append((trial.knee, params))
             warm.rows.append(row)
-    if own_start_up and warm.added and space.searcher in START_UP:
-        from search.methods.searchers import make_sampler
-
-        start_up = inspect.signature(getattr(optuna.samplers, START_UP[space.searcher])).parameters["n_startup_trials"].default
-        searcher.optuna_study.sampler = make_sampler(space.searcher, space.seed, n_startup_trials=start_up + warm.added)
+    if own_start_up:
+        keep_own_start_up(searcher, space)
     if front_first:
         seen: list[dict[str, Any]] = []
         for _, params in sorted(front, key=lambda pair: not pair[0]):  # knees first, then in order
@@ -221,6 +213,18 @@ def tell(
                 seen.append(params)
         warm.first = seen
     return warm
+
+
+def keep_own_start_up(searcher: TruthfulOptunaSearch, space: SearchSpace) -> None:
+    """Give a TPE or GP sampler (the space's, seeded as `searcher.seed`) a random start-up of
+    its own in a warm-started study: the told trials in its Optuna study are added to
+    `n_startup_trials`. Also for a warm-started study resumed, whose sampler is made anew."""
+    told = sum(1 for trial in searcher.optuna_study.get_trials(deepcopy=False) if WARM_START_ATTR in trial.user_attrs)
+    if told and space.searcher in START_UP:
+        from search.methods.searchers import make_sampler
+
+        start_up = inspect.signature(getattr(optuna.samplers, START_UP[space.searcher])).parameters["n_startup_trials"].default
+        searcher.optuna_study.sampler = make_sampler(space.searcher, searcher.seed, n_startup_trials=start_up + told)
 
 
 def trainable_name(space: SearchSpace) -> str:

@@ -253,6 +253,10 @@ def make_method(
         sampler=sampler,
     )
     name = type(sampler).__name__ if sampler is not None else space.searcher
+    if study.resumed is not None and sampler is None:  # a warm-started study keeps its own start-up
+        from search.methods.warm_start import keep_own_start_up
+
+        keep_own_start_up(searcher, space)
     warm = _warm_start(study, searcher, warm_start, warm_start_front, own_start_up=sampler is None) if warm_start else None
     return Method(scheduler, searcher, ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent), {}, name, warm)
 
