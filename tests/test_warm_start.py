@@ -262,3 +262,25 @@ def test_a_new_study_on_a_changed_space_starts_from_an_earlier_ones_trials(tmp_p
     comparison = compare_studies("new", "old", results_dir=results)
     pd.testing.assert_frame_equal(comparison.table, studies, check_dtype=False)
     assert set(comparison.fronts["study"]) == set(studies["study"]) and comparison.plot(tmp_path / "studies.png").stat().st_size > 0
+
+
+def test_the_studies_compared_are_this_one_first_then_the_newest_up_to_a_limit(tmp_path):
+    import time
+
+    from mlflow import MlflowClient
+
+    from search.record.results import studies_of
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    ids = []
+    for k in range(3):
+        run = client.create_run(experiment, run_name=f"e-{k}", tags={"role": "study"}, start_time=int(time.time() * 1000) + k)
+        client.log_param(run.info.run_id, "objectives", "{'score': 'max'}")
+        ids.append(run.info.run_id)
+    # Newest first; the study named `first` leads even when it is the oldest; `limit` cuts the rest.
+    assert [s.name for s in studies_of(client, ["e"], uri)] == ["e-2", "e-1", "e-0"]
+    assert [s.name for s in studies_of(client, ["e", "e/e-1"], uri, first=ids[0], limit=2)] == ["e-0", "e-2"]
+    with pytest.raises(ValueError, match="Cannot compare 'nope': no experiment 'nope' in the MLflow store; experiments are"):
+        studies_of(client, ["nope"], uri)

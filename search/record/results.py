@@ -344,11 +344,13 @@ def _study(client: MlflowClient, experiment: str, parent: Any, uri: str) -> Stud
     )
 
 
-def studies_of(client: MlflowClient, sources: list[str], uri: str) -> list[Study]:
+def studies_of(client: MlflowClient, sources: list[str], uri: str, *, first: str | None = None, limit: int | None = None) -> list[Study]:
     """The studies `sources` name, each once, in the order named (an experiment's newest first):
-    a source is an experiment or "EXPERIMENT/STUDY", as `--warm-start` takes them."""
+    a source is an experiment or "EXPERIMENT/STUDY", as `--warm-start` takes them. The study
+    run `first` (an id) comes first; with `limit`, only that many are read."""
     named = _named_study_runs(client, sources, lambda source, error: ValueError(f"Cannot compare {source!r}: {error}"))
-    return [_study(client, experiment, run, uri) for experiment, run in named]
+    named.sort(key=lambda pair: pair[1].info.run_id != first)
+    return [_study(client, experiment, run, uri) for experiment, run in named[:limit]]
 
 
 def _named_study_runs(client: MlflowClient, sources: list[str], failure: Callable[[str, ValueError], Exception]) -> list[tuple[str, Any]]:

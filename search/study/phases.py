@@ -70,6 +70,8 @@ if TYPE_CHECKING:
 
 # The searcher's record in the results directory: every study's Optuna study, by study name.
 OPTUNA_JOURNAL = "optuna.journal"
+# Studies a study compares itself with at its end (itself, then the newest others; `_compare`).
+COMPARED = 20
 
 
 @dataclasses.dataclass
@@ -516,19 +518,19 @@ def _start_study_run(study: Study, method: Method, space_file: Path | None) -> s
 
 def _compare(study: Study, method: Method) -> pd.DataFrame | None:
     """This study beside the other studies of its experiment, those it started from and (carried
-    on) itself as it stood before this launch (`search.record.compare`), logged on its run as
-    `studies.csv` and `studies.png`; None when there is no other."""
+    on) itself as it stood before this launch (`search.record.compare`), `COMPARED` studies at
+    most, logged on its run as `studies.csv` and `studies.png`; None when there is no other."""
     from search.record.compare import Comparison
     from search.record.results import studies_of
 
     runs = study.runs
     experiment = runs.client.get_experiment(runs.experiment_id).name
     sources = [experiment, *(method.warm_start.sources if method.warm_start else [])]
-    studies = studies_of(runs.client, sources, runs.tracking_uri)
+    # This study first, then the newest others: reading each study costs a query of its trials.
+    studies = studies_of(runs.client, sources, runs.tracking_uri, first=study.parent_run_id, limit=COMPARED)
     ended_before = set(study.resumed.ended["trial"]) if study.resumed is not None else set()
     if len(studies) < 2 and not ended_before:
         return None
-    studies.sort(key=lambda other: other.run_id != study.parent_run_id)  # this study first
     comparison = Comparison.of(studies, before={study.name: ended_before} if ended_before else None)
     with tempfile.TemporaryDirectory() as scratch:
         comparison.table.to_csv(Path(scratch) / "studies.csv", index=False)
