@@ -161,8 +161,6 @@ class ProductPolicy:
         searcher = make_searcher(space, stopped_early, stopped_trials=stopped_trials, sampler_options=sampler_options)
         if earlier:  # a warm start, as `search.study.phases.make_method` makes one (`earlier`: EarlierStudy)
             self.warm = warm_start.tell(searcher, space, earlier, front_first=front_first, own_start_up=own_start_up)
-            if self.warm.first:
-                searcher.enqueue(self.warm.first, space)
         self.searcher = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)
         self.trials: dict[int, Any] = {}
 

@@ -103,8 +103,8 @@ def test_earlier_trials_are_told_as_this_study_tells_its_own_and_the_rest_is_cou
     space = SPACE.replace(front=front)
     searcher = make_searcher(space, lambda trial_id: False)
     warm = warm_start.tell(searcher, space, [EARLIER], front_first=True)
-    trials = searcher.optuna_study.get_trials()
-    # The two that finished and the one stopped early are told; nothing else reaches Optuna.
+    trials = searcher.optuna_study.get_trials(states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    # The two that finished and the one stopped early are told; nothing else is told.
     assert [t.user_attrs[warm_start.WARM_START_ATTR] for t in trials] == ["old/old-1/trial-000", "old/old-1/trial-001", "old/old-1/trial-007"]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert trials[0].values == [0.9, 2.0] and trials[1].params == {"rate": 0.05, "units": 32, "kind": "a"}
@@ -123,8 +123,10 @@ def test_earlier_trials_are_told_as_this_study_tells_its_own_and_the_rest_is_cou
     ]
     assert (warm.told, warm.skipped) == (3, 5)
     assert "3 earlier trials told to the searcher" in warm.summary() and "5 skipped: 1 outside the space" in warm.summary()
-    # The earlier front, knee first, runs first.
+    # The earlier front, knee first, runs first: the searcher's first suggestions.
     assert warm.first == [{"rate": 0.05, "units": 24, "kind": "b", "share": 0.3}, {"rate": 0.05, "units": 16, "kind": "a"}]
+    suggested = [searcher.suggest(trial_id) for trial_id in ("a", "b")]
+    assert [{name: config[name] for name in first} for config, first in zip(suggested, warm.first)] == warm.first
 
 
 def test_a_study_of_another_trainable_teaches_nothing():

@@ -87,7 +87,7 @@ class WarmStart:
 
     sources: list[str]
     rows: list[dict[str, str]] = dataclasses.field(default_factory=list)
-    first: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # front configurations to try first
+    first: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # front configurations enqueued to run first
 
     @property
     def told(self) -> int:
@@ -173,8 +173,8 @@ def tell(
     searcher: TruthfulOptunaSearch, space: SearchSpace, studies: Iterable[EarlierStudy], *, front_first: bool = False, own_start_up: bool = True
 ) -> WarmStart:
     """Tell `searcher` every earlier trial that fits `space`, before it suggests anything; with
-    `front_first`, also collect the fitting configurations of the earlier fronts (knee first,
-    each once) to try first.
+    `front_first`, also enqueue the fitting configurations of the earlier fronts (knee first,
+    each once) to be suggested first (after any enqueued before).
 
     With `own_start_up` (for the space's own sampler, not one a user passed), a TPE or GP
     sampler still draws its random start-up trials in the new space: the told trials are added
@@ -212,6 +212,7 @@ def tell(
             if params not in seen:
                 seen.append(params)
         warm.first = seen
+        searcher.enqueue(seen, space)
     return warm
 
 

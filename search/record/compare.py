@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.methods import pareto
-
 from search.record.results import Study
 from search.record.results import store
 from search.record.results import studies_of
@@ -51,9 +50,18 @@ class Comparison:
         if not studies:
             raise ValueError("No study to compare.")
         objectives = dict(studies[0].objectives)
-        earlier = [_Before(study, trials) for study in studies for name, trials in (before or {}).items() if study.name == name]
-        studies = [part for study in studies for part in (study, *(e for e in earlier if e.of is study))]
-        fronts = pd.concat([_front(study, objectives) for study in studies], ignore_index=True)
+        parts: list[Study | _Before] = []
+        frames = []
+        for study in studies:
+            points = _points(study)  # read once, also for the study as it stood before
+            parts.append(study)
+            frames.append(_named(points[points["on_front"].astype(bool)] if len(points) else points, study.name))
+            if study.name in (before or {}):
+                earlier = _Before(study, before[study.name])
+                parts.append(earlier)
+                frames.append(_named(_front_of(points[points["trial"].isin(earlier.trial_names)], objectives), earlier.name))
+        studies = parts
+        fronts = pd.concat(frames, ignore_index=True)
         comparable = fronts.dropna(subset=[m for m in objectives if m in fronts]) if set(objectives) <= set(fronts) else fronts.iloc[:0]
         loss = pareto.losses(comparable.to_dict("records"), objectives) if len(comparable) else np.zeros((0, len(objectives)))
         reference = pareto.reference_point(loss) if len(loss) else None
@@ -86,16 +94,12 @@ class Comparison:
 
 
 class _Before:
-    """A study carried on, as it stood before: only the trials in `trials`."""
+    """A study carried on, as it stood before: only the trials in `trial_names`."""
 
-    def __init__(self, study: Study, trials: set[str]) -> None:
-        self.of, self.experiment, self.objectives = study, study.experiment, study.objectives
-        self.name = f"{study.name} before ({len(trials)} trials)"
-        self.trials = study.trials[study.trials["trial"].isin(trials)]
-        self._trial_names = trials
-
-    def points(self) -> pd.DataFrame:
-        return _points(self.of)[lambda table: table["trial"].isin(self._trial_names)]
+    def __init__(self, study: Study, trial_names: set[str]) -> None:
+        self.experiment, self.objectives, self.trial_names = study.experiment, study.objectives, trial_names
+        self.name = f"{study.name} before ({len(trial_names)} trials)"
+        self.trials = study.trials[study.trials["trial"].isin(trial_names)]
 
 
 def _points(study: Study) -> pd.DataFrame:
@@ -109,20 +113,17 @@ def _points(study: Study) -> pd.DataFrame:
     return study.trials[study.trials["status"] == "finished"] if not study.trials.empty else study.trials.assign(on_front=False)
 
 
-def _front(study: Study | _Before, objectives: dict[str, str]) -> pd.DataFrame:
-    """A study's front points with its name first: full-budget trials, or recipes. For a study
-    as it stood before (`_Before`), the front over its points then, computed anew."""
-    if isinstance(study, _Before):
-        points = study.points()
-        usable = points.dropna(subset=[m for m in objectives if m in points]) if set(objectives) <= set(points) else points.iloc[:0]
-        ranks = pareto.nondominated_ranks(pareto.losses(usable.to_dict("records"), objectives)) if len(usable) else np.zeros(0)
-        points = usable[ranks == 0]
-    else:
-        points = _points(study)
-        points = points[points["on_front"].astype(bool)] if len(points) else points
-    points = points.drop(columns=[c for c in ("run_id", "model_uri", "error", "trial_id", "config_file", "model_dir") if c in points])
-    return points.assign(study=study.name)[["study", *(c for c in points.columns if c != "study")]]
+def _front_of(points: pd.DataFrame, objectives: dict[str, str]) -> pd.DataFrame:
+    """The non-dominated ones of `points` over `objectives` (none if an objective is missing)."""
+    usable = points.dropna(subset=list(objectives)) if set(objectives) <= set(points) else points.iloc[:0]
+    ranks = pareto.nondominated_ranks(pareto.losses(usable.to_dict("records"), objectives)) if len(usable) else np.zeros(0)
+    return usable[ranks == 0]
 
+
+def _named(points: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Front points with the study's name first, bookkeeping columns left out."""
+    points = points.drop(columns=[c for c in ("run_id", "model_uri", "error", "trial_id", "config_file", "model_dir") if c in points])
+    return points.assign(study=name)[["study", *(c for c in points.columns if c != "study")]]
 
 
 def compare_studies(*sources: str, tracking_uri: str | None = None, results_dir: str | Path = "results") -> Comparison:

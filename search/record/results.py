@@ -211,11 +211,8 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
     """The trial runs nested under a study run, one row each (see `load_study`)."""
     import pandas as pd
 
-    trial_runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{study_run_id}'", max_results=10000
-    )
     rows = []
-    for run in sorted(trial_runs, key=lambda r: r.info.run_name or ""):
+    for run in _trial_runs(client, experiment_id, study_run_id):
         tags = run.data.tags
         rows.append(
             {
@@ -246,6 +243,17 @@ def trials_frame(client: MlflowClient, experiment_id: str, study_run_id: str) ->
     return trials
 
 
+def _trial_runs(client: MlflowClient, experiment_id: str, study_run_id: str) -> list[Any]:
+    """The trial runs nested under a study run, by name."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{study_run_id}'", max_results=10000)
+    return sorted(runs, key=lambda run: run.info.run_name or "")
+
+
+def _study_runs_of(client: MlflowClient, experiment_id: str) -> list[Any]:
+    """The study runs of an experiment, newest first."""
+    return client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+
+
 def list_studies(
     experiment: str, *, tracking_uri: str | None = None, results_dir: str | Path = "results"
 ) -> pd.DataFrame:
@@ -253,7 +261,7 @@ def list_studies(
     import pandas as pd
 
     client, experiment_id, _ = open_experiment(experiment, tracking_uri, results_dir)
-    runs = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    runs = _study_runs_of(client, experiment_id)
     return pd.DataFrame(
         [
             {
@@ -319,7 +327,7 @@ def load_study(
         `pareto_rank`, `on_front`, `knee`, `model_uri` (front trials) and `run_id`.
     """
     client, experiment_id, uri = open_experiment(experiment, tracking_uri, results_dir)
-    studies = client.search_runs([experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    studies = _study_runs_of(client, experiment_id)
     if not studies:
         raise ValueError(f"Experiment {experiment!r} holds no study yet.")
     if study is not None:
@@ -373,9 +381,6 @@ def earlier_studies(client: MlflowClient, sources: list[str]) -> list[EarlierStu
     `SpaceError` naming what exists if a source is not found."""
     found = []
     for experiment, run in _named_study_runs(client, sources, lambda source, error: SpaceError(f"Cannot warm-start from {source!r}: {error}")):
-        trial_runs = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=10000
-        )
         trials = tuple(
             EarlierTrial(
                 trial=trial.info.run_name or trial.info.run_id,
@@ -385,7 +390,7 @@ def earlier_studies(client: MlflowClient, sources: list[str]) -> list[EarlierStu
                 on_front=trial.data.tags.get("on_front") == "true",
                 knee=trial.data.tags.get("knee") == "true",
             )
-            for trial in sorted(trial_runs, key=lambda r: r.info.run_name or "")
+            for trial in _trial_runs(client, run.info.experiment_id, run.info.run_id)
         )
         found.append(EarlierStudy(f"{experiment}/{run.info.run_name}", run.data.tags.get("trainable"), trials))
     return found
@@ -402,7 +407,7 @@ def _study_runs(client: MlflowClient, source: str) -> tuple[str, list[Any]]:
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise ValueError(f"no experiment {experiment!r} in the MLflow store; experiments are {names}.")
-    runs = client.search_runs([found.experiment_id], filter_string="tags.role = 'study'", order_by=["attributes.start_time DESC"])
+    runs = _study_runs_of(client, found.experiment_id)
     if study is not None:
         names = [run.info.run_name for run in runs]
         runs = [run for run in runs if study in (run.info.run_name, run.info.run_id)]

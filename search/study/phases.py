@@ -139,7 +139,6 @@ def open_record_in_background(tracking_uri: str, experiment: str, results_dir: P
 def _open_study_runs(tracking_uri: str, experiment: str, artifact_root: Path) -> StudyRuns:
     import mlflow  # its import configures its loggers; quieten them afterwards
 
-    from search.methods.warm_start import WarmStart
     from search.record.tracking import StudyRuns
 
     logging.getLogger(mlflow.__name__).setLevel(logging.WARNING)
@@ -271,8 +270,6 @@ def _warm_start(study: Study, searcher: Any, sources: list[str], front_first: bo
 
     earlier = earlier_studies(study.runs.client, sources)
     warm = warm_start.tell(searcher, study.space, earlier, front_first=front_first, own_start_up=own_start_up)
-    if warm.first:
-        searcher.enqueue(warm.first, study.space)
     print(wrap(warm.summary()), flush=True)
     return warm
 
