@@ -18,7 +18,8 @@ With `--study`, through a study instead: the default study (`spaces/mnist.py`, b
 through the launcher, then each of its trials' configurations fitted plainly, in this process, for
 the epochs its trial trained. Reported: the sum of the trials' slot times (their MLflow runs, from
 start to end: what a trial holds its CPU for) over the sum of those plain fits, and over the sum of
-the trials' own `train_time_s`. The trials ran two at a time, the plain fits one at a time.
+the trials' own `train_time_s`. The trials ran two at a time; the plain fits run once alone (one
+at a time, in this process) and once two at a time (one pinned process each), as the trials ran.
 
     python -m benchmarks.trial_cost [--repeats 3] [--epochs 8] [--out benchmarks/results]
     python -m benchmarks.trial_cost --study [--out benchmarks/results]
@@ -234,11 +235,14 @@ def through_a_study(scratch: Path, space_file: Path) -> dict[str, Any]:
         metrics = run.data.metrics
         if "mlflow.parentRunId" not in run.data.tags or "epoch" not in metrics or run.info.end_time is None:
             continue
-        reported = [point.timestamp for point in client.get_metric_history(run.info.run_id, "epoch")]
+        reported = sorted(point.timestamp for point in client.get_metric_history(run.info.run_id, "epoch"))
+        walls = [point.value for point in sorted(client.get_metric_history(run.info.run_id, "epoch_wall_s"), key=lambda point: point.step)]
         trials.append(
             {
-                # The slot in three: to its first report (less that epoch's training), the epochs, after its last.
+                # The slot in four: to its first report (less that epoch's training), each later
+                # epoch's time beyond its training (validation, saves, report), training, after its last.
                 "start_s": (min(reported) - run.info.start_time) / 1000 - first_epoch_train_s(client, run.info.run_id),
+                "between_s": sum((b - a) / 1000 - wall for a, b, wall in zip(reported, reported[1:], walls[1:])),
                 "end_s": (run.info.end_time - max(reported)) / 1000,
                 "trial": run.info.run_name,
                 "config": {key: parameter(value) for key, value in run.data.params.items()},
@@ -247,20 +251,50 @@ def through_a_study(scratch: Path, space_file: Path) -> dict[str, Any]:
                 "train_time_s": metrics.get("train_time_s", float("nan")),
             }
         )
-    for trial in sorted(trials, key=lambda t: t["trial"]):
+    trials.sort(key=lambda t: t["trial"])
+    for trial in trials:
         trial["plain_s"] = plain_fit(trial["config"], trial["epochs"])
         print(f"{trial['trial']}: {trial['epochs']} epochs, slot {trial['slot_s']:.2f} s, plain fit {trial['plain_s']:.2f} s", flush=True)
+    for trial, seconds in zip(trials, plain_fits_side_by_side([(t["config"], t["epochs"]) for t in trials], processes=STUDY_CONCURRENCY)):
+        trial["plain_side_by_side_s"] = seconds
     return {"launcher_s": launcher_s, "trials": trials}
 
 
+STUDY_CONCURRENCY = 2  # the default study's `max_concurrent`, one CPU each
+
+
+def plain_fits_side_by_side(fits: list[tuple[dict[str, Any], int]], *, processes: int) -> list[float]:
+    """`plain_fit` of each (config, epochs), `processes` at a time as the study ran its trials: one
+    process each, pinned to its own core, one TensorFlow thread, warmed first (untimed)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes, initializer=_plain_worker, initargs=(context.Value("i", 0),)) as pool:
+        return pool.starmap(plain_fit, fits, chunksize=1)
+
+
+def _plain_worker(started: Any) -> None:
+    with started.get_lock():
+        core, started.value = started.value, started.value + 1
+    os.sched_setaffinity(0, {core % (os.cpu_count() or 1)})  # before TensorFlow starts its threads
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from trainables._keras import tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    plain_fit({"architecture": "mlp", "width": 16}, 1)  # imports, data, first graphs
+
+
 def starts_row(trials: list[dict[str, Any]]) -> str:
-    if not all("start_s" in t for t in trials):
-        return "| - | - | - | - | - |"
+    if not all("between_s" in t for t in trials):
+        return "| - | - | - | - | - | - |"
     ordered = sorted(trials, key=lambda t: t["trial"])
     start, end = sum(t["start_s"] for t in trials), sum(t["end_s"] for t in trials)
-    rest = sum(t["slot_s"] for t in trials) - start - end
-    firsts = ", ".join(f"{t['start_s']:.1f}" for t in ordered[:2])
-    return f"| {start:.1f} | {end:.1f} | {rest:.1f} | {firsts} | {statistics.median(t['start_s'] for t in ordered[2:]):.2f} |"
+    between, training = sum(t["between_s"] for t in trials), sum(t["train_time_s"] for t in trials)
+    firsts = ", ".join(f"{t['start_s']:.1f}" for t in ordered[:STUDY_CONCURRENCY])
+    others = statistics.median(t["start_s"] for t in ordered[STUDY_CONCURRENCY:])
+    epochs = sum(t["epochs"] - 1 for t in trials)
+    return f"| {start:.1f} | {training:.1f} | {between:.1f} ({1000 * between / max(epochs, 1):.0f} ms x {epochs}) | {end:.1f} | {firsts} | {others:.2f} |"
 
 
 def first_epoch_train_s(client: Any, run_id: str) -> float:
@@ -271,6 +305,7 @@ def first_epoch_train_s(client: Any, run_id: str) -> float:
 def study_table(result: dict[str, Any]) -> str:
     trials = result["trials"]
     slot, plain = sum(t["slot_s"] for t in trials), sum(t["plain_s"] for t in trials)
+    beside = sum(t.get("plain_side_by_side_s", float("nan")) for t in trials)
     own = sum(t["train_time_s"] for t in trials)
     return "\n".join(
         [
@@ -278,15 +313,21 @@ def study_table(result: dict[str, Any]) -> str:
             "",
             f"{platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}",
             "",
-            "| trials | epochs | launcher s | Σ slot s | Σ train_time_s | Σ plain fit s | slot / plain | slot / train_time_s |",
-            "|---|---|---|---|---|---|---|---|",
+            f"Plain fits alone (one process, one at a time) and {STUDY_CONCURRENCY} at a time as the study ran its trials "
+            "(one pinned process each).",
+            "",
+            "| trials | epochs | launcher s | Σ slot s | Σ train_time_s | Σ plain fit alone s | Σ plain fit side by side s "
+            "| slot / plain alone | slot / plain side by side | slot / train_time_s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             f"| {len(trials)} | {sum(t['epochs'] for t in trials)} | {result['launcher_s']:.1f} | {slot:.1f} | {own:.1f} | {plain:.1f} "
-            f"| {slot / plain:.2f}x | {slot / own:.2f}x |",
+            f"| {beside:.1f} | {slot / plain:.2f}x | {slot / beside:.2f}x | {slot / own:.2f}x |",
             "",
-            "Of the slots (s): before the first epoch's training (worker start, imports, data, model), after the last report, and the rest (epochs, with their validation, saves and reports):",
+            "Of the slots (s): to the first report less the first epoch's training (worker start, imports, data, model, "
+            "the first validation), the epochs' training, each later epoch's time beyond its training (validation, "
+            "saves, report), after the last report:",
             "",
-            "| Σ start | Σ end | Σ epochs and reports | first trials' start (worker start) | median start of the others |",
-            "|---|---|---|---|---|",
+            "| Σ start | Σ training | Σ beyond training, later epochs | Σ end | first trials' start (worker start) | median start of the others |",
+            "|---|---|---|---|---|---|",
             starts_row(trials),
         ]
     )
