@@ -183,3 +183,40 @@ def test_a_stop_asked_for_by_the_time_an_epoch_is_reported_ends_training_there(t
     # pass Keras runs for an epoch stopped midway.
     assert [r["epoch"] for r in reports] == [1] and final == reports[0]
     assert len(validations) == 1
+
+
+def test_every_epoch_trains_on_every_example_once_in_a_new_order():
+    from trainables import kit
+    from trainables._keras import keras
+    from trainables._keras import tf
+    from trainables.data import Split
+
+    seen: list[list[int]] = []
+
+    class Numbered(kit.KerasTask):
+        """30 training examples whose one feature is their number; batches of 8 (the last of 6)."""
+
+        def load_data(self, config):
+            x, y = np.arange(40, dtype="float32")[:, None], np.arange(40) % 2
+            return Split(x[:30], y[:30], x[30:], y[30:])
+
+        def build_model(self, config, input_shape, num_classes):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Dense(num_classes)])
+
+        def augmentation(self, config):  # runs on every training batch the input pipeline makes
+            def record(batch):
+                seen.append(batch.numpy().ravel().astype(int).tolist())
+                return batch
+
+            return lambda batch, training: tf.ensure_shape(tf.py_function(record, [batch], tf.float32), batch.shape)
+
+    reports, polled_in_epoch = [], []  # `should_stop` is polled after every batch and every report
+    context = TrialContext(report=reports.append, should_stop=lambda: polled_in_epoch.append(len(reports) + 1) and False)
+    kit.KerasTrainable(Numbered())({"epochs": 3, "batch_size": 8}, context)
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    assert [polled_in_epoch.count(epoch) for epoch in (1, 2, 3)] == [4, 5, 5]  # 4 batches (+1 report before)
+    # The pipeline may read ahead; the first 4 batches made are epoch 1's, the next 4 epoch 2's, ...
+    epochs = [sum(seen[4 * e : 4 * e + 4], []) for e in range(3)]
+    assert [sorted(order) for order in epochs] == [list(range(30))] * 3
+    assert [len(batch) for batch in seen[:4]] == [8, 8, 8, 6]
+    assert len({tuple(order) for order in epochs}) == 3  # reshuffled every epoch

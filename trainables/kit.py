@@ -430,8 +430,14 @@ class _Trial:
                 known_metrics={**self.placement_info, **self.teacher_info},
                 save_epoch=self._epoch_saver(model, model_dir),
             )
+            # One input iterator for the whole fit (the data repeated, an epoch's steps given):
+            # a dataset fitted as is gets a new iterator every epoch, and making it (instantiating
+            # an augmentation map) and ending the last one cost 20-360 ms an epoch here, more
+            # than the MLPs' whole epoch (BENCHMARKS.md, "A trial's own cost"). The shuffle still
+            # reshuffles every epoch; an epoch is still every training example once.
             trained.fit(
-                self.train_ds,
+                self.train_ds.repeat(),
+                steps_per_epoch=self.steps_per_epoch,
                 validation_data=self.val_ds,
                 epochs=self.epochs,
                 initial_epoch=initial_epoch,
