@@ -8,9 +8,12 @@ process, 1 thread), alternated `--repeats` times:
   study decides on (`needed`);
 - **plain**: the task's `build_model`, `compile` and `fit(validation_data=...)` of the same model on
   the same `tf.data` pipelines (with pruning's wrappers and step callback where the config prunes),
-  nothing else.
+  nothing else, the way `fit` is usually called: the training dataset as is, so `fit` makes it a
+  new iterator every epoch;
+- **plain, one iterator**: the same, the training dataset repeated and an epoch's steps given, as
+  the kit fits it (one iterator for the whole fit): what the kit's bookkeeping alone costs.
 
-Reported per configuration: the medians and their ratio (kit / plain), and the kit trial's time split
+Reported per configuration: the medians and their ratios (kit / plain), and the kit trial's time split
 into phases (exclusive times: a phase inside another counts once, in the inner one): set-up, data,
 build and compile, training steps, validation, checkpoint, per-epoch model, final metrics, the rest.
 
@@ -19,7 +22,8 @@ through the launcher, then each of its trials' configurations fitted plainly, in
 the epochs its trial trained. Reported: the sum of the trials' slot times (their MLflow runs, from
 start to end: what a trial holds its CPU for) over the sum of those plain fits, and over the sum of
 the trials' own `train_time_s`. The trials ran two at a time; the plain fits run once alone (one
-at a time, in this process) and once two at a time (one pinned process each), as the trials ran.
+at a time, in this process) and two at a time (one pinned process each), as the trials ran, both
+ways (as is, and one iterator).
 
     python -m benchmarks.trial_cost [--repeats 3] [--epochs 8] [--out benchmarks/results]
     python -m benchmarks.trial_cost --study [--out benchmarks/results]
@@ -132,9 +136,10 @@ def kit_trial(config: dict[str, Any], epochs: int, clock: PhaseClock | None = No
             return time.perf_counter() - started, float(final["train_time_s"])
 
 
-def plain_fit(config: dict[str, Any], epochs: int) -> float:
+def plain_fit(config: dict[str, Any], epochs: int, one_iterator: bool = False) -> float:
     """Wall seconds of build, compile and `fit(validation_data=...)` of the same model on the same
-    pipelines (the data loaded and the session reset beforehand, untimed)."""
+    pipelines (the data loaded and the session reset beforehand, untimed); with `one_iterator`,
+    the training dataset repeated and an epoch's steps given, as the kit fits it."""
     from trainables import data
     from trainables import kit
     from trainables import pruning
@@ -151,8 +156,8 @@ def plain_fit(config: dict[str, Any], epochs: int) -> float:
     started = time.perf_counter()
     model = task.build_model(merged, split.x_train.shape[1:], split.num_classes)
     callbacks = []
+    steps = -(-len(split.x_train) // int(merged["batch_size"]))
     if merged["final_sparsity"] > 0:  # pruning is part of the model trained, not the kit's bookkeeping
-        steps = -(-len(split.x_train) // int(merged["batch_size"]))
         model = pruning.apply_pruning(model, final_sparsity=float(merged["final_sparsity"]), steps_per_epoch=steps, epochs=epochs)
         callbacks = pruning.pruning_callbacks()
     model.compile(
@@ -160,7 +165,10 @@ def plain_fit(config: dict[str, Any], epochs: int) -> float:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    if one_iterator:
+        model.fit(train_ds.repeat(), steps_per_epoch=steps, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    else:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
     return time.perf_counter() - started
 
 
@@ -170,12 +178,13 @@ def measure(repeats: int, epochs: int) -> dict[str, Any]:
     train({**CONSTANTS, "epochs": 1, "train_examples": 256})  # warm the process: imports, data, first graphs
     results: dict[str, Any] = {}
     for name, config in CONFIGS.items():
-        kit_s, plain_s, train_s = [], [], []
+        kit_s, plain_s, once_s, train_s = [], [], [], []
         for _ in range(repeats):  # alternated, so a slow spell of the machine hits both
             wall, own = kit_trial(config, epochs)
             kit_s.append(wall)
             train_s.append(own)
             plain_s.append(plain_fit(config, epochs))
+            once_s.append(plain_fit(config, epochs, one_iterator=True))
         clock = PhaseClock()
         wall, own = kit_trial(config, epochs, clock)
         split = {phase: round(seconds, 3) for phase, seconds in clock.seconds.items()}
@@ -186,12 +195,18 @@ def measure(repeats: int, epochs: int) -> dict[str, Any]:
             "config": config,
             "kit_s": kit_s,
             "plain_s": plain_s,
+            "plain_one_iterator_s": once_s,
             "train_time_s": train_s,
             "ratio": statistics.median(kit_s) / statistics.median(plain_s),
+            "ratio_one_iterator": statistics.median(kit_s) / statistics.median(once_s),
             "phases_s": split,
             "profiled_wall_s": wall,
         }
-        print(f"{name}: kit {statistics.median(kit_s):.2f} s, plain {statistics.median(plain_s):.2f} s, {results[name]['ratio']:.2f}x", flush=True)
+        print(
+            f"{name}: kit {statistics.median(kit_s):.2f} s, plain {statistics.median(plain_s):.2f} s ({results[name]['ratio']:.2f}x), "
+            f"one iterator {statistics.median(once_s):.2f} s ({results[name]['ratio_one_iterator']:.2f}x)",
+            flush=True,
+        )
     return results
 
 
@@ -204,11 +219,13 @@ def table(results: dict[str, Any], *, repeats: int, epochs: int) -> str:
         "",
         f"{platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}",
         "",
-        "| configuration | kit s | plain fit s | kit / plain |",
-        "|---|---|---|---|",
+        "| configuration | kit s | plain fit s | kit / plain | plain fit, one iterator s | kit / plain, one iterator |",
+        "|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
-        lines.append(f"| {name} | {statistics.median(result['kit_s']):.2f} | {statistics.median(result['plain_s']):.2f} | {result['ratio']:.2f}x |")
+        once = result.get("plain_one_iterator_s")
+        tail = f"{statistics.median(once):.2f} | {result['ratio_one_iterator']:.2f}x" if once else "- | -"
+        lines.append(f"| {name} | {statistics.median(result['kit_s']):.2f} | {statistics.median(result['plain_s']):.2f} | {result['ratio']:.2f}x | {tail} |")
     lines += ["", "Where a kit trial's time goes (one profiled run, seconds, exclusive):", ""]
     lines.append("| configuration | " + " | ".join(PHASE_ORDER) + " | total |")
     lines.append("|---|" + "---|" * (len(PHASE_ORDER) + 1))
@@ -255,16 +272,18 @@ def through_a_study(scratch: Path, space_file: Path) -> dict[str, Any]:
     for trial in trials:
         trial["plain_s"] = plain_fit(trial["config"], trial["epochs"])
         print(f"{trial['trial']}: {trial['epochs']} epochs, slot {trial['slot_s']:.2f} s, plain fit {trial['plain_s']:.2f} s", flush=True)
-    for trial, seconds in zip(trials, plain_fits_side_by_side([(t["config"], t["epochs"]) for t in trials], processes=STUDY_CONCURRENCY)):
-        trial["plain_side_by_side_s"] = seconds
+    for key, once in (("plain_side_by_side_s", False), ("plain_one_iterator_side_by_side_s", True)):
+        fits = [(t["config"], t["epochs"], once) for t in trials]
+        for trial, seconds in zip(trials, plain_fits_side_by_side(fits, processes=STUDY_CONCURRENCY)):
+            trial[key] = seconds
     return {"launcher_s": launcher_s, "trials": trials}
 
 
 STUDY_CONCURRENCY = 2  # the default study's `max_concurrent`, one CPU each
 
 
-def plain_fits_side_by_side(fits: list[tuple[dict[str, Any], int]], *, processes: int) -> list[float]:
-    """`plain_fit` of each (config, epochs), `processes` at a time as the study ran its trials: one
+def plain_fits_side_by_side(fits: list[tuple[dict[str, Any], int, bool]], *, processes: int) -> list[float]:
+    """`plain_fit` of each (config, epochs, one_iterator), `processes` at a time as the study ran its trials: one
     process each, pinned to its own core, one TensorFlow thread, warmed first (untimed)."""
     import multiprocessing
 
@@ -306,6 +325,7 @@ def study_table(result: dict[str, Any]) -> str:
     trials = result["trials"]
     slot, plain = sum(t["slot_s"] for t in trials), sum(t["plain_s"] for t in trials)
     beside = sum(t.get("plain_side_by_side_s", float("nan")) for t in trials)
+    once = sum(t.get("plain_one_iterator_side_by_side_s", float("nan")) for t in trials)
     own = sum(t["train_time_s"] for t in trials)
     return "\n".join(
         [
@@ -314,13 +334,15 @@ def study_table(result: dict[str, Any]) -> str:
             f"{platform.node()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}",
             "",
             f"Plain fits alone (one process, one at a time) and {STUDY_CONCURRENCY} at a time as the study ran its trials "
-            "(one pinned process each).",
+            "(one pinned process each); as `fit` is usually called (a new iterator every epoch), and with one iterator "
+            "for the whole fit, as the kit fits.",
             "",
             "| trials | epochs | launcher s | Σ slot s | Σ train_time_s | Σ plain fit alone s | Σ plain fit side by side s "
-            "| slot / plain alone | slot / plain side by side | slot / train_time_s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| Σ plain fit side by side, one iterator s | slot / plain alone | slot / plain side by side "
+            "| slot / plain side by side, one iterator | slot / train_time_s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| {len(trials)} | {sum(t['epochs'] for t in trials)} | {result['launcher_s']:.1f} | {slot:.1f} | {own:.1f} | {plain:.1f} "
-            f"| {beside:.1f} | {slot / plain:.2f}x | {slot / beside:.2f}x | {slot / own:.2f}x |",
+            f"| {beside:.1f} | {once:.1f} | {slot / plain:.2f}x | {slot / beside:.2f}x | {slot / once:.2f}x | {slot / own:.2f}x |",
             "",
             "Of the slots (s): to the first report less the first epoch's training (worker start, imports, data, model, "
             "the first validation), the epochs' training, each later epoch's time beyond its training (validation, "
