@@ -10,8 +10,8 @@ process, 1 thread), alternated `--repeats` times:
   the same `tf.data` pipelines (with pruning's wrappers and step callback where the config prunes),
   nothing else, the way `fit` is usually called: the training dataset as is, so `fit` makes it a
   new iterator every epoch;
-- **plain, one iterator**: the same, the training dataset repeated and an epoch's steps given, as
-  the kit fits it (one iterator for the whole fit): what the kit's bookkeeping alone costs.
+- **plain, one iterator**: the same, the training dataset as the kit fits it (`data.one_fit`:
+  repeated, an epoch's steps given, autotuning off): what the kit's bookkeeping alone costs.
 
 Reported per configuration: the medians and their ratios (kit / plain), and the kit trial's time split
 into phases (exclusive times: a phase inside another counts once, in the inner one): set-up, data,
@@ -139,7 +139,7 @@ def kit_trial(config: dict[str, Any], epochs: int, clock: PhaseClock | None = No
 def plain_fit(config: dict[str, Any], epochs: int, one_iterator: bool = False) -> float:
     """Wall seconds of build, compile and `fit(validation_data=...)` of the same model on the same
     pipelines (the data loaded and the session reset beforehand, untimed); with `one_iterator`,
-    the training dataset repeated and an epoch's steps given, as the kit fits it."""
+    the training dataset as the kit fits it (`data.one_fit`)."""
     from trainables import data
     from trainables import kit
     from trainables import pruning
@@ -166,7 +166,7 @@ def plain_fit(config: dict[str, Any], epochs: int, one_iterator: bool = False) -
         metrics=["accuracy"],
     )
     if one_iterator:
-        model.fit(train_ds.repeat(), steps_per_epoch=steps, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+        model.fit(data.one_fit(train_ds, epochs), steps_per_epoch=steps, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
     else:
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
     return time.perf_counter() - started

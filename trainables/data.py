@@ -176,3 +176,20 @@ def pipelines(
         train.with_options(options).prefetch(tf.data.AUTOTUNE),
         val.with_options(options).prefetch(tf.data.AUTOTUNE),
     )
+
+
+def one_fit(dataset: tf.data.Dataset, epochs: int | None = None) -> tf.data.Dataset:
+    """`dataset` as one `fit` trains from it: repeated `epochs` times (None: without end), with
+    `steps_per_epoch` given to `fit`, and tf.data's autotuning off.
+
+    `fit` given a dataset as is makes it a new iterator every epoch, and making one (an
+    augmentation map instantiated) and ending the last cost 20-360 ms an epoch here. Autotuning
+    runs a thread that tunes the pipeline as it goes; in a process pinned to one core it costs
+    about 0.8 s a trial, and ending an iterator while it tunes stalled 2-5 s about one trial in
+    seven (BENCHMARKS.md, "A trial's own cost"). The shuffle still reshuffles every pass.
+    """
+    from trainables._keras import tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.repeat(epochs).with_options(options)

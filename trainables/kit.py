@@ -400,6 +400,7 @@ class _Trial:
         self.teacher_info: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
+        from trainables import data
         from trainables import metrics
 
         # Every worker of a multi-worker trial runs all of this (saving can involve collective
@@ -430,13 +431,10 @@ class _Trial:
                 known_metrics={**self.placement_info, **self.teacher_info},
                 save_epoch=self._epoch_saver(model, model_dir),
             )
-            # One input iterator for the whole fit (the data repeated, an epoch's steps given):
-            # a dataset fitted as is gets a new iterator every epoch, and making it (instantiating
-            # an augmentation map) and ending the last one cost 20-360 ms an epoch here, more
-            # than the MLPs' whole epoch (BENCHMARKS.md, "A trial's own cost"). The shuffle still
-            # reshuffles every epoch; an epoch is still every training example once.
+            # One input iterator for the whole fit (`data.one_fit`): an epoch is still every
+            # training example once, in a new order.
             trained.fit(
-                self.train_ds.repeat(),
+                data.one_fit(self.train_ds, self.epochs - initial_epoch),
                 steps_per_epoch=self.steps_per_epoch,
                 validation_data=self.val_ds,
                 epochs=self.epochs,
@@ -474,6 +472,7 @@ class _Trial:
     def time_steps(self, steps: int) -> dict[str, float]:
         """Build the model as `run` does (kept in `model`) and time `steps` training steps of its
         last epoch after one warm-up step; the speed of an epoch (`StepTimer.speed`)."""
+        from trainables import data
         from trainables import metrics
         from trainables import pruning
         from trainables._keras import keras
@@ -488,7 +487,7 @@ class _Trial:
         pruning.set_pruning_step(self.model, last_epoch)
         timer = metrics.StepTimer()
         callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.EarlyStopping)]  # no validation here
-        trained.fit(self.train_ds.repeat(), epochs=1, steps_per_epoch=steps + 1, callbacks=[*callbacks, timer], verbose=0)
+        trained.fit(data.one_fit(self.train_ds), epochs=1, steps_per_epoch=steps + 1, callbacks=[*callbacks, timer], verbose=0)
         return timer.speed(skip=1, steps=self.steps_per_epoch, examples=len(self.split.x_train))
 
     def _teacher(self) -> list | None:
