@@ -216,7 +216,7 @@ def test_every_epoch_trains_on_every_example_once_in_a_new_order():
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     assert [polled_in_epoch.count(epoch) for epoch in (1, 2, 3)] == [4, 5, 5]  # 4 batches (+1 report before)
     # The pipeline may read ahead; the first 4 batches made are epoch 1's, the next 4 epoch 2's, ...
-    epochs = [sum(seen[4 * e : 4 * e + 4], []) for e in range(3)]
+    epochs = [[number for batch in seen[4 * e : 4 * e + 4] for number in batch] for e in range(3)]
     assert [sorted(order) for order in epochs] == [list(range(30))] * 3
     assert [len(batch) for batch in seen[:4]] == [8, 8, 8, 6]
     assert len({tuple(order) for order in epochs}) == 3  # reshuffled every epoch
