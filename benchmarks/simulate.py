@@ -169,6 +169,26 @@ DESCRIPTION.update(
         "warm-shared-start-up": "the same, told trials counted towards TPE's start-up",
     }
 )
+# Learning from every epoch (`--benchmarks mnist-recipes breast-cancer-recipes`): which of a
+# trial's recipes Optuna is told (`search.methods.searchers.TOLD_RECIPES`).
+EPOCH_ARMS = {
+    "default": {"searcher": "tpe", "scheduler": "mo-asha"},
+    "told-best": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "best"},
+    "told-every": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "every"},
+    "random-third": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"random_fraction": 1 / 3}},
+    "random-half": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"random_fraction": 0.5}},
+    "told-best-random-third": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "best", "sampler_options": {"random_fraction": 1 / 3}},
+    "random-moasha": {"searcher": "random", "scheduler": "mo-asha"},
+}
+DESCRIPTION.update(
+    {
+        "random-third": "TPE (a third of trials at random) + MO-ASHA + capping",
+        "random-half": "TPE (half of trials at random) + MO-ASHA + capping",
+        "told-best-random-third": "TPE (a third at random), told each trial's best recipe, + MO-ASHA + capping",
+        "told-best": "TPE + MO-ASHA + capping, told each trial's best recipe",
+        "told-every": "TPE + MO-ASHA + capping, told every recipe",
+    }
+)
 # Experiment -> (its arms, the stem of its result files). Each experiment also runs random search.
 EXPERIMENTS = {
     "arms": (ARMS, "simulated"),
@@ -178,6 +198,7 @@ EXPERIMENTS = {
     "recipes": (RECIPE_ARMS, "simulated_recipes"),
     "capping": (CAPPING_ARMS, "simulated_capping"),
     "warm-start": (WARM_START_ARMS, "simulated_warm_start"),
+    "epochs": (EPOCH_ARMS, "simulated_epochs"),
 }
 BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")  # "mnist-recipes": the MNIST table over recipes
 
@@ -224,6 +245,7 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
         earlier=[earlier_study(bench, arm["warm_from"], seed)] if arm.get("warm_from") else None,
         front_first=bool(arm.get("front_first")),
         own_start_up=not arm.get("shared_start_up"),
+        told_recipe=arm.get("told_recipe", "last"),
     )
 
 

@@ -142,6 +142,7 @@ class ProductPolicy:
         earlier: list[Any] | None = None,
         front_first: bool = False,
         own_start_up: bool = True,
+        told_recipe: str = "last",
     ) -> None:
         from ray.tune.search import ConcurrencyLimiter
 
@@ -158,7 +159,7 @@ class ProductPolicy:
             capping=(capping_options or {}) if space.uses_capping else None,
         )
         stopped_early = self.scheduler.stopped_early.__contains__
-        searcher = make_searcher(space, stopped_early, stopped_trials=stopped_trials, sampler_options=sampler_options)
+        searcher = make_searcher(space, stopped_early, stopped_trials=stopped_trials, sampler_options=sampler_options, told_recipe=told_recipe)
         if earlier:  # a warm start, as `search.study.phases.make_method` makes one (`earlier`: EarlierStudy)
             self.warm = warm_start.tell(searcher, space, earlier, front_first=front_first, own_start_up=own_start_up)
         self.searcher = ConcurrencyLimiter(searcher, max_concurrent=space.max_concurrent)

@@ -260,3 +260,54 @@ def test_a_scheduler_and_a_sampler_passed_as_objects_run_the_study(tmp_path):
     killed = {run.data.tags["ray_trial_id"] for run in trials if run.info.status == "KILLED"}
     assert killed and killed == set(outcome["stopped_early"])
     assert all(run.info.status == "FINISHED" and run.data.metrics["epoch"] == 4 for run in trials if run.data.tags["ray_trial_id"] not in killed)
+
+
+def test_told_the_best_recipe_a_trial_is_judged_by_its_least_dominated_epoch_not_its_last():
+    from search.methods.searchers import make_searcher
+
+    space = _space().replace(max_epochs=4, objectives={"val_accuracy": "max", "train_time_s": "min"}, front="recipes")
+    searcher = make_searcher(space, lambda trial_id: False, told_recipe="best")
+    # "a" peaks at epoch 2 and then overfits; "b" reaches 0.8 in 1.8 s at its last epoch, which
+    # dominates a's last recipe (0.7 in 4 s) but not its epoch-2 recipe (0.85 in 2 s).
+    curves = {
+        "a": [(0.6, 1.0), (0.85, 2.0), (0.75, 3.0), (0.7, 4.0)],
+        "b": [(0.5, 0.5), (0.6, 1.0), (0.7, 1.5), (0.8, 1.8)],
+    }
+    for trial_id, curve in curves.items():
+        searcher.suggest(trial_id)
+        for epoch, (accuracy, seconds) in enumerate(curve, 1):
+            result = {"epoch": epoch, "val_accuracy": accuracy, "train_time_s": seconds}
+            if epoch < len(curve):
+                searcher.on_trial_result(trial_id, result)
+        searcher.on_trial_complete(trial_id, result)
+    a, b = searcher.optuna_study.trials
+    assert a.values == [0.85, 2.0] and a.user_attrs["told_epoch"] == 2
+    # Every recipe of "b" is on the study's front; of those, its latest is told.
+    assert b.values == [0.8, 1.8] and b.user_attrs["told_epoch"] == 4
+    # Told its last recipe (Ray's way), "a" would look dominated by "b".
+    last = make_searcher(space, lambda trial_id: False)
+    last.suggest("a")
+    last.on_trial_complete("a", {"epoch": 4, "val_accuracy": 0.7, "train_time_s": 4.0})
+    assert last.optuna_study.trials[0].values == [0.7, 4.0]
+
+
+def test_an_exploring_sampler_draws_its_share_of_trials_at_random_and_tells_the_model_all():
+    from search.methods.searchers import ExploringSampler
+
+    drawn = []
+
+    class Recording(optuna.samplers.RandomSampler):
+        def sample_independent(self, study, trial, name, distribution):
+            drawn.append(trial.number)
+            return super().sample_independent(study, trial, name, distribution)
+
+    sampler = ExploringSampler(Recording(seed=0), 0.25, seed=1)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=400)
+    # About a quarter of the trials came from the random sampler, the rest from the model.
+    assert 400 * 0.2 < 400 - len(drawn) < 400 * 0.3
+    # Seeded: the same trials are drawn at random again.
+    again = ExploringSampler(optuna.samplers.RandomSampler(seed=0), 0.25, seed=1)
+    assert [again._rng.rand() < 0.25 for _ in range(400)] == [n not in set(drawn) for n in range(400)]
+    with pytest.raises(SpaceError, match="random_fraction"):
+        ExploringSampler(optuna.samplers.TPESampler(), 1.5)

@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from search.errors import SpaceError
+from search.methods.pareto import losses
 from search.space import SEARCHERS
 from search.space import SearchSpace
 from search.space import typed_params
@@ -28,6 +29,11 @@ from trainables.contract import EPOCH
 
 # How a trial the scheduler stopped early is told to Optuna (see `TruthfulOptunaSearch`).
 STOPPED_TRIALS = ("infeasible", "pruned", "ignored", "complete")
+# Which of an ended trial's recipes (its epochs' results) Optuna is told as the trial's values:
+# "last" (its last result), "best" (the one the fewest recipes of the study dominate; ties: the
+# latest), "every" ("best", and each other recipe as a trial of its own).
+TOLD_RECIPES = ("last", "best", "every")
+TOLD_EPOCH = "told_epoch"  # the Optuna user attribute naming the epoch whose recipe was told
 # The constraint a trial stopped early violates under "infeasible": the share of its epochs it
 # did not run (0 < value < 1; a full-budget trial has none and is feasible).
 EPOCHS_MISSING = "epochs_missing"
@@ -70,11 +76,17 @@ class TruthfulOptunaSearch(OptunaSearch):
         stopped_trials: str = "infeasible",
         max_t: int = 1,
         time_attr: str = EPOCH,
+        told_recipe: str = "last",
         **kwargs: Any,
     ) -> None:
         if stopped_trials not in STOPPED_TRIALS:
             raise SpaceError(f"Unknown way to tell stopped trials {stopped_trials!r}; choose one of {STOPPED_TRIALS}.")
+        if told_recipe not in TOLD_RECIPES:
+            raise SpaceError(f"Unknown recipe to tell {told_recipe!r}; choose one of {TOLD_RECIPES}.")
         super().__init__(**kwargs)
+        self.told_recipe = told_recipe
+        self._curves: dict[str, dict[int, dict[str, float]]] = {}  # trial -> epoch -> objectives
+        self._recipe_losses: list[np.ndarray] = []  # every recipe reported, as losses
         self._stopped_early = stopped_early
         self.stopped_trials = stopped_trials
         self._max_t = max_t
@@ -133,10 +145,62 @@ class TruthfulOptunaSearch(OptunaSearch):
         if error and self.cut_short(trial_id):
             return
         stopped = bool(result) and (self._stopped_early(trial_id) or trial_id in self._settled_stopped)
+        if result:
+            self._keep_recipe(trial_id, result)
         result, error, missing = self._verdict(result, error, stopped=stopped)
         if missing is not None:
             self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
+        others: list[dict[str, float]] = []
+        trial = self._ot_trials.get(trial_id)
+        if result is not None and not error and missing is None and self.told_recipe != "last":
+            result, others = self._best_recipe(trial_id, result)
+            if trial is not None and TOLD_EPOCH in result:
+                trial.set_user_attr(TOLD_EPOCH, result[TOLD_EPOCH])
         super().on_trial_complete(trial_id, result, error)
+        if self.told_recipe == "every" and trial is not None:
+            self._tell_other_recipes(trial, others)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._keep_recipe(trial_id, result)
+        super().on_trial_result(trial_id, result)
+
+    def _keep_recipe(self, trial_id: str, result: dict) -> None:
+        """Keep a report's objectives as one of the trial's recipes (by its epoch)."""
+        if self.told_recipe == "last" or not all(_finite(result.get(m)) for m in self.metric) or self._time_attr not in result:
+            return
+        epoch = int(result[self._time_attr])
+        curve = self._curves.setdefault(trial_id, {})
+        if epoch not in curve:
+            curve[epoch] = {m: float(result[m]) for m in self.metric}
+            self._recipe_losses.append(losses([curve[epoch]], dict(zip(self.metric, self.mode)))[0])
+
+    def _best_recipe(self, trial_id: str, result: dict) -> tuple[dict, list[dict[str, float]]]:
+        """`result` with the objectives of the trial's best recipe (the one the fewest recipes
+        of the study dominate; ties: the latest epoch), and the trial's other recipes."""
+        curve = self._curves.pop(trial_id, {})
+        if not curve:
+            return result, []
+        epochs = sorted(curve)
+        mine = losses([curve[e] for e in epochs], dict(zip(self.metric, self.mode)))
+        study = np.array(self._recipe_losses)
+        dominated_by = [int(np.sum(np.all(study <= row, axis=1) & np.any(study < row, axis=1))) for row in mine]
+        best = max(range(len(epochs)), key=lambda k: (-dominated_by[k], epochs[k]))
+        others = [{**curve[e], self._time_attr: e} for k, e in enumerate(epochs) if k != best]
+        return {**result, **curve[epochs[best]], TOLD_EPOCH: epochs[best]}, others
+
+    def _tell_other_recipes(self, trial: optuna.Trial, others: list[dict[str, float]]) -> None:
+        """Add each of a trial's other recipes to the Optuna study as a trial of its own."""
+        frozen = self._ot_study._storage.get_trial(trial._trial_id)
+        for recipe in others:
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(
+                    state=TrialState.COMPLETE,
+                    values=[recipe[m] for m in self.metric],
+                    params=frozen.params,
+                    distributions=frozen.distributions,
+                    user_attrs={"recipe_of": frozen.number, "epoch": recipe[self._time_attr]},
+                )
+            )
 
     def _verdict(self, result: dict | None, error: bool, *, stopped: bool) -> tuple[dict | None, bool, float | None]:
         """How an ended trial is told, as `OptunaSearch.on_trial_complete` reads it: values
@@ -245,6 +309,7 @@ def make_searcher(
     first_configs: list[dict[str, Any]] | None = None,
     sampler_options: dict[str, Any] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
+    told_recipe: str = "last",
 ) -> TruthfulOptunaSearch:
     """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
     optimising `space.objectives`; `first_configs` are suggested first. `sampler_options` go to
@@ -278,6 +343,7 @@ def make_searcher(
         stopped_early=stopped_early,
         stopped_trials=stopped_trials or default_stopped_trials(space),
         max_t=space.max_epochs,
+        told_recipe=told_recipe,
     )
     searcher.seed = seed  # what its sampler was seeded with (a sampler made anew takes it: `warm_start`)
     if searcher._ot_study.metric_names is None:  # objectives by name in Optuna's own tools (optuna-dashboard)
@@ -335,11 +401,59 @@ def _difference(was: str | None, now: str) -> str:
     return f"was {before}, now {after}"
 
 
+class ExploringSampler(optuna.samplers.BaseSampler):
+    """A model-based sampler that draws a share of its trials at random instead (BOHB's
+    `random_fraction`, 1/3 there): however wrong the model, the search keeps random search's
+    coverage of the space, and every trial is told to the model either way.
+
+    Args:
+        model: the sampler that suggests the other trials (TPE).
+        random_fraction: the share of trials drawn at random, decided per trial by a seeded draw.
+        seed: seeds the draw and the random sampler.
+    """
+
+    def __init__(self, model: optuna.samplers.BaseSampler, random_fraction: float, *, seed: int | None = None) -> None:
+        if not 0.0 <= random_fraction <= 1.0:
+            raise SpaceError(f"random_fraction must be within [0, 1], but got {random_fraction}.")
+        self.model = model
+        self.random = optuna.samplers.RandomSampler(seed=seed)
+        self.random_fraction = random_fraction
+        self._rng = np.random.RandomState(seed)
+        self._at_random: dict[int, bool] = {}  # trial number -> drawn at random
+
+    def _pick(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
+        return self.random if self._at_random.get(trial.number) else self.model
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._at_random[trial.number] = bool(self._rng.rand() < self.random_fraction)
+        self.model.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return self._pick(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._pick(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
+        return self._pick(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState, values: Any) -> None:
+        self._at_random.pop(trial.number, None)
+        self.model.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.model.reseed_rng()
+        self.random.reseed_rng()
+        self._rng = np.random.RandomState()
+
+
 def make_sampler(kind: str, seed: int, **options: Any) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler: "tpe" (default), "nsga2", "random" or "gp" (Gaussian-process
     logEHVI; needs PyTorch); `options` go to its constructor."""
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **options)
+        random_fraction = options.pop("random_fraction", 0.0)
+        tpe = optuna.samplers.TPESampler(seed=seed, **options)
+        return ExploringSampler(tpe, random_fraction, seed=seed) if random_fraction else tpe
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if kind == "random":
