@@ -5,9 +5,13 @@ simulated workers, over many seeds (`benchmarks.simulator`). Measured per run, o
 full-budget trials that ended in time: the anytime hypervolume (objectives scaled so the
 table's true Pareto front spans [0, 1] in each; reference point 1.1, the product's own 10%
 margin) and the hypervolume regret at the budget (the true front's hypervolume minus the
-run's). Written to `benchmarks/results/simulated.json`, with one PNG of anytime curves per table.
+run's); on the tables over recipes, of every epoch every trial ran, and per target the answer's
+training time over the table's best. With no arguments it runs the two headline experiments:
+"arms" on the fronts over trials (`benchmarks/results/simulated.json`) and "recipes" on the
+fronts over recipes (`simulated_recipes.json`), with one PNG of anytime curves per table.
 
-    python -m benchmarks.simulate [--seeds 20] [--benchmarks mnist-curves nasbench201-cifar10]
+    python -m benchmarks.simulate [--seeds 20]
+    python -m benchmarks.simulate --experiment recipes --benchmarks mnist-recipes
     python -m benchmarks.simulate --experiment stopped-trials   # what Optuna is told (README)
     python -m benchmarks.simulate --experiment warm-start --benchmarks mnist-recipes ...   # --warm-start
 """
@@ -43,7 +47,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "syne-tune-moasha": {"peer": True},
 }
 DESCRIPTION = {
-    "default": "TPE + MO-ASHA (the product's default; over recipes with capping)",
+    "default": "TPE + MO-ASHA (the product's default; over recipes with capping, told each trial's best recipe)",
     "random": "random search, no early stopping",
     "tpe": "TPE, no early stopping",
     "tpe-asha-accuracy": "TPE + ASHA, on accuracy alone",
@@ -88,6 +92,10 @@ RUNG_ARMS = {
 # target is the fastest full-budget trial per epoch that meets it, trained for all its epochs).
 RECIPE_ARMS = {
     "default": {"searcher": "tpe", "scheduler": "mo-asha"},  # stopped trials told as complete; the space's rungs
+    # Optuna told each trial's last recipe (Ray's way; the default before) instead of its best.
+    "told-last": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "last"},
+    "nsga2-moasha": {"searcher": "nsga2", "scheduler": "mo-asha"},
+    "syne-tune-moasha": {"peer": True},
     "tpe-moasha-infeasible": {"searcher": "tpe", "scheduler": "mo-asha", "stopped_trials": "infeasible"},
     "random-moasha": {"searcher": "random", "scheduler": "mo-asha"},
     "tpe": {"searcher": "tpe", "scheduler": "none", "capping": False},
@@ -101,6 +109,7 @@ DESCRIPTION.update(
     {
         "tpe-moasha-infeasible": "TPE + MO-ASHA, stopped trials told infeasible",
         "random-moasha": "random search + MO-ASHA",
+        "told-last": "TPE + MO-ASHA, Optuna told each trial's last recipe",
         "per-epoch-default": "the per-epoch product (epoch_time_s, front over trials)",
     }
 )
@@ -169,26 +178,6 @@ DESCRIPTION.update(
         "warm-shared-start-up": "the same, told trials counted towards TPE's start-up",
     }
 )
-# Learning from every epoch (`--benchmarks mnist-recipes breast-cancer-recipes`): which of a
-# trial's recipes Optuna is told (`search.methods.searchers.TOLD_RECIPES`).
-EPOCH_ARMS = {
-    "default": {"searcher": "tpe", "scheduler": "mo-asha"},
-    "told-best": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "best"},
-    "told-every": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "every"},
-    "random-third": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"random_fraction": 1 / 3}},
-    "random-half": {"searcher": "tpe", "scheduler": "mo-asha", "sampler_options": {"random_fraction": 0.5}},
-    "told-best-random-third": {"searcher": "tpe", "scheduler": "mo-asha", "told_recipe": "best", "sampler_options": {"random_fraction": 1 / 3}},
-    "random-moasha": {"searcher": "random", "scheduler": "mo-asha"},
-}
-DESCRIPTION.update(
-    {
-        "random-third": "TPE (a third of trials at random) + MO-ASHA + capping",
-        "random-half": "TPE (half of trials at random) + MO-ASHA + capping",
-        "told-best-random-third": "TPE (a third at random), told each trial's best recipe, + MO-ASHA + capping",
-        "told-best": "TPE + MO-ASHA + capping, told each trial's best recipe",
-        "told-every": "TPE + MO-ASHA + capping, told every recipe",
-    }
-)
 # Experiment -> (its arms, the stem of its result files). Each experiment also runs random search.
 EXPERIMENTS = {
     "arms": (ARMS, "simulated"),
@@ -198,9 +187,9 @@ EXPERIMENTS = {
     "recipes": (RECIPE_ARMS, "simulated_recipes"),
     "capping": (CAPPING_ARMS, "simulated_capping"),
     "warm-start": (WARM_START_ARMS, "simulated_warm_start"),
-    "epochs": (EPOCH_ARMS, "simulated_epochs"),
 }
-BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")  # "mnist-recipes": the MNIST table over recipes
+BENCHMARKS = ("mnist-curves", "nasbench201-cifar10")  # fronts over trials (per epoch); experiment "arms"
+RECIPE_BENCHMARKS = ("mnist-recipes", "breast-cancer-recipes")  # fronts over recipes; experiment "recipes"
 
 _problems: dict[str, Any] = {}
 
@@ -245,7 +234,7 @@ def policy_for(bench: Any, arm: dict[str, Any], seed: int) -> Any:
         earlier=[earlier_study(bench, arm["warm_from"], seed)] if arm.get("warm_from") else None,
         front_first=bool(arm.get("front_first")),
         own_start_up=not arm.get("shared_start_up"),
-        told_recipe=arm.get("told_recipe", "last"),
+        told_recipe=arm.get("told_recipe"),
     )
 
 
@@ -459,7 +448,8 @@ def plot(name: str, runs: list[dict[str, Any]], summary: dict[str, Any], out: Pa
         axis.fill_between(times, mean - se, mean + se, alpha=0.2)
     axis.axhline(summary["true_front_hv"], color="black", linestyle=":", label="the table's true front")
     axis.set_xlabel("simulated wall-clock time (hours)")
-    axis.set_ylabel("hypervolume of full-budget trials (scaled)")
+    over_recipes = getattr(problem(name), "recipes", False)
+    axis.set_ylabel("hypervolume of every recipe run (scaled)" if over_recipes else "hypervolume of full-budget trials (scaled)")
     axis.set_title(f"{name}: {summary['workers']} workers, {summary['seeds']} seeds, mean ± standard error")
     axis.legend(loc="lower right", fontsize=8)
     axis.grid(alpha=0.3)
@@ -539,35 +529,52 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.simulate", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
-    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS))
-    parser.add_argument("--experiment", choices=list(EXPERIMENTS), default="arms")
+    parser.add_argument("--benchmarks", nargs="+", default=None, help="default: the experiment's tables")
+    parser.add_argument("--experiment", choices=list(EXPERIMENTS), default=None, help='default: "arms" and "recipes"')
     parser.add_argument("--arms", nargs="+", default=None, help="default: all of the experiment's arms")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     options = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    experiment, stem = EXPERIMENTS[options.experiment]
-    experiment = experiment if "random" in experiment else experiment | {"random": ARMS["random"]}
-    unknown = set(options.arms or ()) - set(experiment)
+    if options.experiment is None and options.benchmarks is None:  # the headline: both kinds of front
+        runs = [("arms", list(BENCHMARKS)), ("recipes", list(RECIPE_BENCHMARKS))]
+    else:
+        runs = [(options.experiment or "arms", options.benchmarks or list(RECIPE_BENCHMARKS if options.experiment in ("recipes", "capping") else BENCHMARKS))]
+    for experiment, benchmarks in runs:
+        arms = experiment_arms(parser, experiment, options.arms if len(runs) == 1 else None)
+        print(run_experiment(experiment, benchmarks, arms, options))
+    return 0
+
+
+def experiment_arms(parser: argparse.ArgumentParser, experiment: str, chosen: list[str] | None) -> dict[str, dict[str, Any]]:
+    """The experiment's arms (those `chosen`, if any), random search always among them."""
+    arms = EXPERIMENTS[experiment][0]
+    arms = arms if "random" in arms else arms | {"random": ARMS["random"]}
+    unknown = set(chosen or ()) - set(arms)
     if unknown:
-        parser.error(f"unknown arms {sorted(unknown)} for --experiment {options.experiment}; choose from {list(experiment)}")
-    arms = {name: experiment[name] for name in (options.arms or experiment)}
-    for name in options.benchmarks:
+        parser.error(f"unknown arms {sorted(unknown)} for --experiment {experiment}; choose from {list(arms)}")
+    return {name: arms[name] for name in (chosen or arms)}
+
+
+def run_experiment(experiment: str, benchmarks: list[str], arms: dict[str, dict[str, Any]], options: argparse.Namespace) -> str:
+    """Run the arms on the tables over the seeds; write the results, their table and (arms,
+    recipes) one plot per table; return the table."""
+    for name in benchmarks:
         normalisation(name)  # load the table and its true front before forking
     seeds = list(range(options.first_seed, options.first_seed + options.seeds))
-    results, runs = run(options.benchmarks, arms, seeds, options.processes)
-    results["reach_default"] = options.experiment == "warm-start"  # the gain over a cold start
+    results, runs = run(benchmarks, arms, seeds, options.processes)
+    results["reach_default"] = experiment == "warm-start"  # the gain over a cold start
     results["machine"] = f"{os.cpu_count()} CPUs; simulated clock, so the numbers do not depend on the machine"
     results["date"] = time.strftime("%Y-%m-%d")
+    stem = EXPERIMENTS[experiment][1]
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"{stem}.json").write_text(json.dumps(results, indent=2))
     text = table(results)
     (options.out / f"{stem}.md").write_text(text + "\n")
-    if options.experiment == "arms":
-        for name in options.benchmarks:
+    if experiment in ("arms", "recipes"):
+        for name in benchmarks:
             plot(name, [r for r in runs if r["benchmark"] == name], results["benchmarks"][name], options.out)
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ def test_told_the_best_recipe_a_trial_is_judged_by_its_least_dominated_epoch_not
     from search.methods.searchers import make_searcher
 
     space = _space().replace(max_epochs=4, objectives={"val_accuracy": "max", "train_time_s": "min"}, front="recipes")
-    searcher = make_searcher(space, lambda trial_id: False, told_recipe="best")
+    searcher = make_searcher(space, lambda trial_id: False)  # over recipes: told the best by default
     # "a" peaks at epoch 2 and then overfits; "b" reaches 0.8 in 1.8 s at its last epoch, which
     # dominates a's last recipe (0.7 in 4 s) but not its epoch-2 recipe (0.85 in 2 s).
     curves = {
@@ -285,29 +285,7 @@ def test_told_the_best_recipe_a_trial_is_judged_by_its_least_dominated_epoch_not
     # Every recipe of "b" is on the study's front; of those, its latest is told.
     assert b.values == [0.8, 1.8] and b.user_attrs["told_epoch"] == 4
     # Told its last recipe (Ray's way), "a" would look dominated by "b".
-    last = make_searcher(space, lambda trial_id: False)
+    last = make_searcher(space, lambda trial_id: False, told_recipe="last")
     last.suggest("a")
     last.on_trial_complete("a", {"epoch": 4, "val_accuracy": 0.7, "train_time_s": 4.0})
     assert last.optuna_study.trials[0].values == [0.7, 4.0]
-
-
-def test_an_exploring_sampler_draws_its_share_of_trials_at_random_and_tells_the_model_all():
-    from search.methods.searchers import ExploringSampler
-
-    drawn = []
-
-    class Recording(optuna.samplers.RandomSampler):
-        def sample_independent(self, study, trial, name, distribution):
-            drawn.append(trial.number)
-            return super().sample_independent(study, trial, name, distribution)
-
-    sampler = ExploringSampler(Recording(seed=0), 0.25, seed=1)
-    study = optuna.create_study(sampler=sampler)
-    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=400)
-    # About a quarter of the trials came from the random sampler, the rest from the model.
-    assert 400 * 0.2 < 400 - len(drawn) < 400 * 0.3
-    # Seeded: the same trials are drawn at random again.
-    again = ExploringSampler(optuna.samplers.RandomSampler(seed=0), 0.25, seed=1)
-    assert [again._rng.rand() < 0.25 for _ in range(400)] == [n not in set(drawn) for n in range(400)]
-    with pytest.raises(SpaceError, match="random_fraction"):
-        ExploringSampler(optuna.samplers.TPESampler(), 1.5)

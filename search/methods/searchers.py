@@ -30,9 +30,9 @@ from trainables.contract import EPOCH
 # How a trial the scheduler stopped early is told to Optuna (see `TruthfulOptunaSearch`).
 STOPPED_TRIALS = ("infeasible", "pruned", "ignored", "complete")
 # Which of an ended trial's recipes (its epochs' results) Optuna is told as the trial's values:
-# "last" (its last result), "best" (the one the fewest recipes of the study dominate; ties: the
-# latest), "every" ("best", and each other recipe as a trial of its own).
-TOLD_RECIPES = ("last", "best", "every")
+# "last" (its last result, as Ray tells it), or "best" (the one the fewest recipes of the study
+# dominate; ties: the latest). See `TruthfulOptunaSearch`.
+TOLD_RECIPES = ("last", "best")
 TOLD_EPOCH = "told_epoch"  # the Optuna user attribute naming the epoch whose recipe was told
 # The constraint a trial stopped early violates under "infeasible": the share of its epochs it
 # did not run (0 < value < 1; a full-budget trial has none and is feasible).
@@ -61,11 +61,20 @@ class TruthfulOptunaSearch(OptunaSearch):
 
     Trials whose objectives are NaN or infinite are told FAIL.
 
+    Over recipes every epoch a trial ran is a recipe, and its last is not always its best: a
+    trial that peaks at epoch 3 and then overfits or only grows slower is, by its last result,
+    dominated. `told_recipe="best"` tells Optuna the trial's recipe that the fewest recipes of
+    the study (every epoch of every trial reported so far) dominate, the latest on a tie, and
+    names its epoch in the Optuna trial's user attribute `told_epoch`; the model then learns
+    which configurations reach the front at some epoch. Measured in `python -m
+    benchmarks.simulate --experiment recipes` (BENCHMARKS.md).
+
     Args:
         stopped_early: tells, by Ray trial id, whether the scheduler stopped the trial early.
         stopped_trials: one of `STOPPED_TRIALS`.
         max_t: epochs of a full-budget trial (for `epochs_missing`).
         time_attr: the result entry that counts epochs.
+        told_recipe: one of `TOLD_RECIPES`: "last" (Ray's way) or "best".
         **kwargs: passed to `OptunaSearch` (space, metric, mode, sampler).
     """
 
@@ -150,15 +159,12 @@ class TruthfulOptunaSearch(OptunaSearch):
         result, error, missing = self._verdict(result, error, stopped=stopped)
         if missing is not None:
             self._ot_trials[trial_id].set_constraint(EPOCHS_MISSING, missing)
-        others: list[dict[str, float]] = []
-        trial = self._ot_trials.get(trial_id)
-        if result is not None and not error and missing is None and self.told_recipe != "last":
-            result, others = self._best_recipe(trial_id, result)
-            if trial is not None and TOLD_EPOCH in result:
-                trial.set_user_attr(TOLD_EPOCH, result[TOLD_EPOCH])
+        if result is not None and not error and missing is None and self.told_recipe == "best":
+            result = self._best_recipe(trial_id, result)
+            if TOLD_EPOCH in result and trial_id in self._ot_trials:
+                self._ot_trials[trial_id].set_user_attr(TOLD_EPOCH, result[TOLD_EPOCH])
+        self._curves.pop(trial_id, None)
         super().on_trial_complete(trial_id, result, error)
-        if self.told_recipe == "every" and trial is not None:
-            self._tell_other_recipes(trial, others)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._keep_recipe(trial_id, result)
@@ -166,7 +172,7 @@ class TruthfulOptunaSearch(OptunaSearch):
 
     def _keep_recipe(self, trial_id: str, result: dict) -> None:
         """Keep a report's objectives as one of the trial's recipes (by its epoch)."""
-        if self.told_recipe == "last" or not all(_finite(result.get(m)) for m in self.metric) or self._time_attr not in result:
+        if self.told_recipe != "best" or not all(_finite(result.get(m)) for m in self.metric) or self._time_attr not in result:
             return
         epoch = int(result[self._time_attr])
         curve = self._curves.setdefault(trial_id, {})
@@ -174,33 +180,18 @@ class TruthfulOptunaSearch(OptunaSearch):
             curve[epoch] = {m: float(result[m]) for m in self.metric}
             self._recipe_losses.append(losses([curve[epoch]], dict(zip(self.metric, self.mode)))[0])
 
-    def _best_recipe(self, trial_id: str, result: dict) -> tuple[dict, list[dict[str, float]]]:
-        """`result` with the objectives of the trial's best recipe (the one the fewest recipes
-        of the study dominate; ties: the latest epoch), and the trial's other recipes."""
-        curve = self._curves.pop(trial_id, {})
+    def _best_recipe(self, trial_id: str, result: dict) -> dict:
+        """`result` with the objectives of the trial's best recipe: the one the fewest recipes
+        of the study dominate (ties: the latest epoch), and that epoch as `TOLD_EPOCH`."""
+        curve = self._curves.get(trial_id, {})
         if not curve:
-            return result, []
+            return result
         epochs = sorted(curve)
         mine = losses([curve[e] for e in epochs], dict(zip(self.metric, self.mode)))
         study = np.array(self._recipe_losses)
         dominated_by = [int(np.sum(np.all(study <= row, axis=1) & np.any(study < row, axis=1))) for row in mine]
         best = max(range(len(epochs)), key=lambda k: (-dominated_by[k], epochs[k]))
-        others = [{**curve[e], self._time_attr: e} for k, e in enumerate(epochs) if k != best]
-        return {**result, **curve[epochs[best]], TOLD_EPOCH: epochs[best]}, others
-
-    def _tell_other_recipes(self, trial: optuna.Trial, others: list[dict[str, float]]) -> None:
-        """Add each of a trial's other recipes to the Optuna study as a trial of its own."""
-        frozen = self._ot_study._storage.get_trial(trial._trial_id)
-        for recipe in others:
-            self._ot_study.add_trial(
-                optuna.trial.create_trial(
-                    state=TrialState.COMPLETE,
-                    values=[recipe[m] for m in self.metric],
-                    params=frozen.params,
-                    distributions=frozen.distributions,
-                    user_attrs={"recipe_of": frozen.number, "epoch": recipe[self._time_attr]},
-                )
-            )
+        return {**result, **curve[epochs[best]], TOLD_EPOCH: epochs[best]}
 
     def _verdict(self, result: dict | None, error: bool, *, stopped: bool) -> tuple[dict | None, bool, float | None]:
         """How an ended trial is told, as `OptunaSearch.on_trial_complete` reads it: values
@@ -309,7 +300,7 @@ def make_searcher(
     first_configs: list[dict[str, Any]] | None = None,
     sampler_options: dict[str, Any] | None = None,
     sampler: optuna.samplers.BaseSampler | None = None,
-    told_recipe: str = "last",
+    told_recipe: str | None = None,
 ) -> TruthfulOptunaSearch:
     """The study's Optuna searcher: `space.searcher`'s sampler, seeded, over `space.suggest`,
     optimising `space.objectives`; `first_configs` are suggested first. `sampler_options` go to
@@ -323,7 +314,9 @@ def make_searcher(
     seed and the study's length, so it does not draw the configurations it drew before.
 
     `stopped_trials` says how a trial the scheduler stopped is told (`TruthfulOptunaSearch`);
-    by default "complete" when the front is over recipes, else "infeasible".
+    by default "complete" when the front is over recipes, else "infeasible". `told_recipe`
+    says which of a trial's recipes Optuna is told; by default its best over recipes, else its
+    last (`TruthfulOptunaSearch`).
 
     `sampler`, an Optuna sampler object, replaces `space.searcher`'s and is used as given (its
     seed, its options; a resumed study should get one seeded anew).
@@ -343,7 +336,7 @@ def make_searcher(
         stopped_early=stopped_early,
         stopped_trials=stopped_trials or default_stopped_trials(space),
         max_t=space.max_epochs,
-        told_recipe=told_recipe,
+        told_recipe=told_recipe or default_told_recipe(space),
     )
     searcher.seed = seed  # what its sampler was seeded with (a sampler made anew takes it: `warm_start`)
     if searcher._ot_study.metric_names is None:  # objectives by name in Optuna's own tools (optuna-dashboard)
@@ -363,6 +356,12 @@ def default_stopped_trials(space: SearchSpace) -> str:
     """How a stopped trial is told by default: as complete for a front over recipes (its epochs
     are recipes like any other), else as infeasible (its partial values are no full-budget result)."""
     return "complete" if space.front == "recipes" else "infeasible"
+
+
+def default_told_recipe(space: SearchSpace) -> str:
+    """Which of a trial's recipes Optuna is told by default: over recipes its best (measured:
+    never behind its last, ahead on the noisy table), else its last (the full-budget result)."""
+    return "best" if space.front == "recipes" else "last"
 
 
 # The Optuna study's user attribute that keeps `SearchSpace.identity()` of the study's space.
@@ -401,59 +400,11 @@ def _difference(was: str | None, now: str) -> str:
     return f"was {before}, now {after}"
 
 
-class ExploringSampler(optuna.samplers.BaseSampler):
-    """A model-based sampler that draws a share of its trials at random instead (BOHB's
-    `random_fraction`, 1/3 there): however wrong the model, the search keeps random search's
-    coverage of the space, and every trial is told to the model either way.
-
-    Args:
-        model: the sampler that suggests the other trials (TPE).
-        random_fraction: the share of trials drawn at random, decided per trial by a seeded draw.
-        seed: seeds the draw and the random sampler.
-    """
-
-    def __init__(self, model: optuna.samplers.BaseSampler, random_fraction: float, *, seed: int | None = None) -> None:
-        if not 0.0 <= random_fraction <= 1.0:
-            raise SpaceError(f"random_fraction must be within [0, 1], but got {random_fraction}.")
-        self.model = model
-        self.random = optuna.samplers.RandomSampler(seed=seed)
-        self.random_fraction = random_fraction
-        self._rng = np.random.RandomState(seed)
-        self._at_random: dict[int, bool] = {}  # trial number -> drawn at random
-
-    def _pick(self, trial: optuna.trial.FrozenTrial) -> optuna.samplers.BaseSampler:
-        return self.random if self._at_random.get(trial.number) else self.model
-
-    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self._at_random[trial.number] = bool(self._rng.rand() < self.random_fraction)
-        self.model.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-        return self._pick(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
-        return self._pick(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str, param_distribution: Any) -> Any:
-        return self._pick(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState, values: Any) -> None:
-        self._at_random.pop(trial.number, None)
-        self.model.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.model.reseed_rng()
-        self.random.reseed_rng()
-        self._rng = np.random.RandomState()
-
-
 def make_sampler(kind: str, seed: int, **options: Any) -> optuna.samplers.BaseSampler:
     """A seeded Optuna sampler: "tpe" (default), "nsga2", "random" or "gp" (Gaussian-process
     logEHVI; needs PyTorch); `options` go to its constructor."""
     if kind == "tpe":
-        random_fraction = options.pop("random_fraction", 0.0)
-        tpe = optuna.samplers.TPESampler(seed=seed, **options)
-        return ExploringSampler(tpe, random_fraction, seed=seed) if random_fraction else tpe
+        return optuna.samplers.TPESampler(seed=seed, **options)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if kind == "random":
