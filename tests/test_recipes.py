@@ -120,3 +120,13 @@ def test_a_space_declares_its_front_over_recipes_and_its_targets_in_one_line_eac
         _space(front="recipes", targets={"accuracy": [0.9]})
     with pytest.raises(SpaceError, match="non-empty list of numbers"):
         _space(front="recipes", targets={"val_accuracy": 0.9})
+
+
+def test_a_study_whose_budget_ended_before_any_epoch_still_draws_its_recipes(tmp_path):
+    from search.record.plots import recipes_plot
+
+    # Trials started, none reported an epoch: the table of recipes has no objective columns.
+    table = recipes.table(TRIALS, {}, keep=["trial", "status", "run_id"])
+    front = front_module.analyse(table, OBJECTIVES, eligible=pd.Series(True, index=table.index))
+    path = recipes_plot(front.table, OBJECTIVES, [("val_accuracy", 0.95)], tmp_path / "pareto.png")
+    assert path.stat().st_size > 0 and front.points.empty

@@ -74,8 +74,10 @@ def recipes_plot(recipes: pd.DataFrame, objectives: Mapping[str, str], targets: 
     plt = _pyplot()
     primary, *others = list(objectives)
     others = others or [primary]
+    # A study that ran no epoch (its budget ended first) has a table without these columns.
+    recipes = recipes.reindex(columns=list(dict.fromkeys([*recipes.columns, "trial", "epoch", "on_front", "knee", *objectives])))
     figure, axes = plt.subplots(1, len(others), figsize=(6 * len(others), 4.5), squeeze=False)
-    front = recipes[recipes["on_front"].astype(bool)]
+    front = recipes[recipes["on_front"].fillna(False).astype(bool)]
     for axis, other in zip(axes[0], others):
         for _, course in recipes.groupby("trial", sort=False):
             course = course.sort_values("epoch")
@@ -84,7 +86,7 @@ def recipes_plot(recipes: pd.DataFrame, objectives: Mapping[str, str], targets: 
         if len(objectives) == 2:
             axis.plot(line[other], line[primary], color="tab:red", drawstyle="steps-post", alpha=0.7)
         axis.scatter(front[other], front[primary], s=60, color="tab:red", label="front over recipes", zorder=3)
-        knee = front[front["knee"].astype(bool)]
+        knee = front[front["knee"].fillna(False).astype(bool)]
         axis.scatter(knee[other], knee[primary], s=200, facecolors="none", edgecolors="black", label="knee", zorder=4)
         for _, row in front.iterrows():
             axis.annotate(f"{row['trial']} ep {int(row['epoch'])}", (row[other], row[primary]), fontsize=7, xytext=(4, -10), textcoords="offset points")
