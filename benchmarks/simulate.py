@@ -47,7 +47,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "syne-tune-moasha": {"peer": True},
 }
 DESCRIPTION = {
-    "default": "TPE + MO-ASHA (the product's default; over recipes with capping, told each trial's best recipe)",
+    "default": "TPE + MO-ASHA (the product's default)",
     "random": "random search, no early stopping",
     "tpe": "TPE, no early stopping",
     "tpe-asha-accuracy": "TPE + ASHA, on accuracy alone",
