@@ -21,6 +21,17 @@ same configurations (`epoch_time_vs_table`, median ratio over every trial).
 
     python -m benchmarks.search_efficiency [--budget 900] [--seeds 0 1 2] [--arms default random]
     python -m benchmarks.search_efficiency --replay   # re-measure the recorded studies only
+
+With `--recipes` the arms search `spaces/mnist.py` as it ships (a front over recipes: every
+epoch of every trial, accuracy against training time so far): the default against random search
+without early stopping. Each study is scored as the simulated benchmark scores a study on the
+table over recipes (`benchmarks.simulate --experiment recipes`): every recipe its trials ran,
+with the table's values for the same configurations and epochs (hypervolume, regret against
+the table's front of all recipes, and per target the answer's training time over the table's
+fastest recipe), at 1/3 and all of the budget; and with the values the study measured
+(hypervolume on the same scale, and per target the fastest recipe's seconds).
+
+    python -m benchmarks.search_efficiency --recipes --budget 300   # search_efficiency_recipes.*
 """
 
 from __future__ import annotations
@@ -179,6 +190,109 @@ def replay_recorded(out: Path) -> dict[str, Any]:
     return report
 
 
+# Over recipes: the space as it ships, against random search without early stopping (or capping).
+RECIPE_ARMS: dict[str, dict[str, Any]] = {"default": {}, "random": {"searcher": "random", "scheduler": "none", "capping": False}}
+RECIPE_TABLE = "mnist-recipes"
+
+
+def run_recipes(budget_s: float, seeds: list[int], out: Path, arms: list[str]) -> dict[str, Any]:
+    """Real studies of the shipped MNIST space over recipes, each scored on the table."""
+    from search.space import load_space
+    from search.study import run_study
+
+    base = load_space(ROOT / "spaces/mnist.py")
+    base = base.replace(num_samples=1000, time_budget_s=budget_s, constants={**base.constants, "data_source": "bundled"})
+    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    for seed in seeds:
+        for arm in arms:
+            print(f"[{time.strftime('%H:%M:%S')}] over recipes, {arm}, seed {seed}: {budget_s:.0f} s", flush=True)
+            space = base.replace(seed=seed, **RECIPE_ARMS[arm])  # the answers are not trained again alone: the table scores them
+            result = run_study(space, results_dir=out / "studies", experiment=f"bench-recipes-{arm}", remeasure_front=False)
+            runs[arm].append({"seed": seed, **measure_recipes(result, budget_s)})
+            print(f"    {json.dumps(runs[arm][-1])}", flush=True)
+    return {"budget_s": budget_s, "seeds": seeds, "table": RECIPE_TABLE, "runs": runs}
+
+
+def measure_recipes(result: Any, budget_s: float) -> dict[str, Any]:
+    """One study over recipes, read back from MLflow: its recipes replayed on the table (as
+    `benchmarks.simulate` scores a simulated study) and as measured, at 1/3 and all of the budget."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from benchmarks.simulate import normalisation
+    from benchmarks.simulate import problem
+    from benchmarks.simulate import score_recipes
+    from search.methods import pareto
+    from search.methods import recipes
+    from search.record.results import histories
+    from search.record.results import trials_frame
+
+    client = MlflowClient(result.tracking_uri)
+    experiment = client.get_experiment_by_name(result.experiment)
+    trials = trials_frame(client, experiment.experiment_id, result.parent_run_id)
+    trials = trials[trials["epoch"].notna()] if "epoch" in trials else trials.iloc[0:0]  # trials that reported
+    bench = problem(RECIPE_TABLE)
+    scale, reference, true_hv = normalisation(RECIPE_TABLE)
+    times = np.array([budget_s * f for f in FRACTIONS])
+    ended = [
+        SimpleNamespace(
+            trial_id=trial["trial"], ended_at=trial["ended_at"] - result.started_at, status=trial["status"], epochs=int(trial["epoch"]),
+            config={name: trial[name] for name in bench.space.params if name in trial and trial[name] == trial[name]},
+        )
+        for _, trial in trials.iterrows()
+    ]
+    replayed, answers = score_recipes(bench, ended, {}, scale, reference, times)
+    measured = recipes.table(trials, histories(client, dict(zip(trials["trial"], trials["run_id"])), list(bench.objectives)))
+    hypervolume = {}
+    for fraction in FRACTIONS:
+        done = measured[measured["reported_at"] - result.started_at <= fraction * budget_s] if len(measured) else measured
+        loss = pareto.losses(done.to_dict("records"), bench.objectives)
+        hypervolume[f"{fraction:.0%}"] = float(pareto.hypervolume(scale(loss), reference)) if len(loss) else 0.0
+    fastest = {f"{t:g}": recipes.fastest(measured, "val_accuracy", t) if len(measured) else None for t in bench.targets}
+    counts = trials["status"].value_counts()
+    return {
+        "replay_hv": {f"{f:.0%}": float(v) for f, v in zip(FRACTIONS, replayed)},
+        "replay_regret": float(true_hv - replayed[-1]),
+        "replay_answer_vs_best": answers,
+        "measured_hv": hypervolume,
+        "measured_answer_s": {t: float(row["train_time_s"]) if row is not None else None for t, row in fastest.items()},
+        "recipes": len(measured),
+        "finished": int(counts.get("finished", 0)),
+        "stopped": int(counts.get("stopped", 0)),
+        "cut_off": int(counts.get("cut off", 0)),
+        "wall_time_s": result.wall_time_s,
+        "study": result.name,
+    }
+
+
+def recipes_table(report: dict[str, Any]) -> str:
+    """The studies over recipes as a Markdown table (mean ± standard deviation over seeds)."""
+    targets = list(next(iter(report["runs"].values()))[0]["replay_answer_vs_best"])
+    lines = [
+        "| arm | table-replay HV regret | table-replay HV at 33% | at 100% | measured HV at 33% | at 100% | "
+        + " | ".join(f"replayed answer >= {t} (x table's best)" for t in targets)
+        + " | recipes | finished / stopped / cut off (per run) |",
+        "|---" * (8 + len(targets)) + "|",
+    ]
+    for arm, runs in report["runs"].items():
+        cells = [
+            DESCRIPTION[arm],
+            _mean_sd([r["replay_regret"] for r in runs]),
+            *[_mean_sd([r[key][f] for r in runs]) for key in ("replay_hv", "measured_hv") for f in ("33%", "100%")],
+            *[_median([r["replay_answer_vs_best"][t] for r in runs]) for t in targets],
+            _mean_sd([r["recipes"] for r in runs]),
+            ", ".join(f"{r['finished']}/{r['stopped']}/{r['cut_off']}" for r in runs),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x" + (f" [{min(values):.2f}-{max(values):.2f}]" if len(values) > 1 else "")
+
+
 def _mean_sd(values: list[float | None]) -> str:
     known = [v for v in values if v is not None]
     if not known:
@@ -243,8 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", nargs="+", default=["default", "random"], choices=list(ARMS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--replay", action="store_true", help="only add the table replay to the saved report's runs")
+    parser.add_argument("--recipes", action="store_true", help="the shipped space over recipes, scored on the table over recipes")
     options = parser.parse_args(argv)
     options.out.mkdir(parents=True, exist_ok=True)
+    if options.recipes:
+        report = run_recipes(options.budget, options.seeds, options.out, options.arms)
+        save(options.out, "search_efficiency_recipes", report, recipes_table(report))
+        return 0
     if options.replay:
         report = replay_recorded(options.out)
     else:
