@@ -359,8 +359,9 @@ def default_stopped_trials(space: SearchSpace) -> str:
 
 
 def default_told_recipe(space: SearchSpace) -> str:
-    """Which of a trial's recipes Optuna is told by default: over recipes its best (measured:
-    never behind its last, ahead on the noisy table), else its last (the full-budget result)."""
+    """Which of a trial's recipes Optuna is told by default: over recipes its best (measured on
+    two tables: never behind its last, ahead on one seed set of each), else its last (the
+    full-budget result)."""
     return "best" if space.front == "recipes" else "last"
 
 
